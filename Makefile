@@ -1,0 +1,37 @@
+# irisserve: `make run` sets everything up and serves; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MODEL_DIR := models/iris/1.0.0
+
+.PHONY: venv model train run test bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+# Trains only when no artifact exists yet.
+model: $(MODEL_DIR)/manifest.json
+
+$(MODEL_DIR)/manifest.json: | venv
+	$(BIN)/irisserve train --out $(MODEL_DIR)
+
+train: venv
+	$(BIN)/irisserve train --out $(MODEL_DIR)
+
+run: model
+	$(BIN)/irisserve serve
+
+test: model
+	$(BIN)/python -m pytest
+
+bench: model
+	$(BIN)/irisserve bench --local
+
+clean:
+	rm -rf $(VENV) build models .pytest_cache
