@@ -1,0 +1,82 @@
+# irisserve serving image (Cloud Run, Kubernetes, plain `docker run`).
+#
+# Two stages from the same base:
+#   build  - installs the pinned training subset, trains and exports the ONNX artifact, and
+#            assembles the serving virtualenv from the pinned serving requirements;
+#   final  - the serving virtualenv and the artifact only: no scikit-learn, no scipy, no pip,
+#            no compilers; runs as a non-root user and listens on $PORT (8080) on 0.0.0.0.
+#
+# The base is a build argument so CI can build offline from a Debian 12 image made with debootstrap
+# (scripts/image_test.py); both stages must use the same base because the virtualenv's python is a
+# symlink to the base's interpreter.
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INPUT=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+WORKDIR /src
+
+# Dependencies before the source, so editing the code does not download them again. Exact pins,
+# wheels only; each wheel is downloaded once into /wheels and installed into two virtualenvs:
+# /opt/train (serving + training pins) and /opt/venv (serving pins only, copied to the final stage).
+COPY requirements.txt requirements-train.txt ./
+RUN python3 -m venv /opt/train \
+ && /opt/train/bin/pip download --only-binary=:all: --dest /wheels -r requirements-train.txt \
+ && /opt/train/bin/pip install --no-index --find-links /wheels -r requirements-train.txt \
+ && python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels -r requirements.txt
+
+# The package itself (.dockerignore lets only pyproject.toml, README.md, requirements and src/ in).
+# Its wheel is built once; the build backend (setuptools) lives only in pip's isolated build env.
+COPY . .
+RUN /opt/train/bin/pip wheel --no-deps --wheel-dir /wheels/pkg . \
+ && /opt/train/bin/pip install --no-deps --no-index /wheels/pkg/irisserve-*.whl \
+ && /opt/venv/bin/pip install --no-deps --no-index /wheels/pkg/irisserve-*.whl \
+ && /opt/train/bin/irisserve train --out /opt/model/iris/1.0.0
+
+# Slim the serving virtualenv: pip and setuptools are not needed to serve, test suites never run
+# in production. Byte-code is compiled with unchecked hashes so it stays valid whatever mtimes the
+# COPY below gives the sources, and the read-only container never has to write .pyc files.
+RUN /opt/venv/bin/python -m pip uninstall --yes pip setuptools \
+ && find /opt/venv -depth -type d \( -name tests -o -name __pycache__ \) -exec rm -rf {} + \
+ && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv
+
+FROM ${BASE_IMAGE}
+
+LABEL org.opencontainers.image.title="irisserve" \
+      org.opencontainers.image.description="Iris classifier served with FastAPI and ONNX Runtime"
+
+# A fixed numeric UID/GID, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+RUN groupadd --system --gid 10001 irisserve \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin irisserve
+
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/model /app/models
+
+# IRISSERVE_HOST: the package defaults to loopback; a container must accept outside traffic.
+# PORT: Cloud Run sets it; 8080 otherwise. The model directory is absolute so the working
+# directory does not matter; the server checks the manifest's SHA-256 hashes before it serves.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    IRISSERVE_HOST=0.0.0.0 \
+    PORT=8080 \
+    IRISSERVE_MODEL_DIR=/app/models/iris/1.0.0
+
+WORKDIR /app
+USER 10001:10001
+EXPOSE 8080
+
+# For docker/podman (Cloud Run and Kubernetes use their own probes, see deploy/). Python's urllib,
+# because the image has no curl; urlopen raises on any non-2xx answer, so 503 means unhealthy.
+HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8080'), timeout=2)"]
+
+# Exec form: the server is PID 1 and receives SIGTERM itself (uvicorn shuts down gracefully).
+STOPSIGNAL SIGTERM
+CMD ["irisserve", "serve"]

@@ -1,0 +1,69 @@
+"""The ``irisserve`` command: train, serve, bundle-function, bench."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from irisserve.errors import IrisServeError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from irisserve.training import train
+
+    out = args.out or Path("models") / "iris" / args.version
+    manifest = train(out, version=args.version)
+    metrics = manifest["metrics"]
+    check = manifest["onnx"]["export_check"]
+    print(
+        f"Wrote {out}: holdout accuracy {metrics['holdout_accuracy']:.3f}, "
+        f"{metrics['cv_folds']}-fold CV {metrics['cv_accuracy_mean']:.3f} ± {metrics['cv_accuracy_std']:.3f}; "
+        f"ONNX checked on {check['rows_checked']} points: {check['label_mismatches']} label mismatches, "
+        f"max probability difference {check['max_probability_difference']:.1e}"
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from irisserve.settings import get_settings
+
+    settings = get_settings()
+    uvicorn.run(
+        "irisserve.app:app",
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=8,  # Cloud Run allows 10 s between SIGTERM and SIGKILL
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="irisserve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="Train the model and write the artifact folder.")
+    train.add_argument("--out", type=Path, help="Artifact folder (default models/iris/<version>).")
+    train.add_argument("--version", default="1.0.0", help="Model version recorded in the manifest.")
+    train.set_defaults(handler=_train)
+
+    serve = commands.add_parser("serve", help="Serve the web API with uvicorn (settings from IRISSERVE_* and PORT).")
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except IrisServeError as exc:
+        print(f"irisserve: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

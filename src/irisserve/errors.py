@@ -1,0 +1,52 @@
+"""The error hierarchy shared by both front doors, and the one table mapping each error to an HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class IrisServeError(Exception):
+    """Base class: the message is safe to show to the client."""
+
+    status_code = 500
+
+
+class ArtifactError(IrisServeError):
+    """The model artifact is missing, incomplete, tampered with, or built by incompatible libraries."""
+
+    status_code = 500
+
+
+class ModelNotReadyError(IrisServeError):
+    """A prediction was asked for before the model finished loading (or while the process drains)."""
+
+    status_code = 503
+
+
+class BadRequestError(IrisServeError):
+    """The request cannot be read at all (for example, a body that is not JSON)."""
+
+    status_code = 400
+
+
+class PayloadTooLargeError(IrisServeError):
+    """The body, or the number of rows in a batch, is over the configured limit."""
+
+    status_code = 413
+
+
+class RequestValidationFailed(IrisServeError):
+    """The body is JSON but breaks the schema; ``detail`` is FastAPI's list of error objects."""
+
+    status_code = 422
+
+    def __init__(self, detail: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(detail)} validation error(s)")
+        self.detail = detail
+
+
+def error_body(exc: IrisServeError) -> dict[str, Any]:
+    """The JSON body for an error: FastAPI's shape, ``{"detail": ...}``, in both front doors."""
+    if isinstance(exc, RequestValidationFailed):
+        return {"detail": exc.detail}
+    return {"detail": str(exc)}
