@@ -1,0 +1,43 @@
+"""Shared fixtures: a trained artifact (trained once per run if `make model` has not made one) and live servers."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support import REPO_ROOT, RunningServer, free_port, run_server, uvicorn_command
+
+DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "iris" / "1.0.0"
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's artifact; trained into a temporary folder if it does not exist yet."""
+    if (DEFAULT_MODEL_DIR / "manifest.json").is_file():
+        return DEFAULT_MODEL_DIR
+    from irisserve.training import train
+
+    folder = tmp_path_factory.mktemp("model") / "1.0.0"
+    train(folder)
+    return folder
+
+
+@pytest.fixture
+def artifact_copy(model_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the artifact that a test may tamper with."""
+    copy = tmp_path / "artifact"
+    shutil.copytree(model_dir, copy)
+    return copy
+
+
+@pytest.fixture(scope="session")
+def live_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A real uvicorn process serving irisserve.app:app on a free loopback port, shared by a test session."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("logs") / "uvicorn.log"
+    env = {"IRISSERVE_MODEL_DIR": str(model_dir)}
+    with run_server(uvicorn_command(port), port=port, log_path=log_path, env=env) as server:
+        yield server

@@ -1,0 +1,94 @@
+"""Helpers for tests that run real server processes on loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+SEED_EXAMPLE = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+STARTUP_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it exits or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not ready after {timeout}s:\n{log_path.read_text(errors='replace')}")
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    """Stop the process (and its children); kill it if it ignores ``sig``."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=STOP_TIMEOUT_S)
+    return process.returncode
+
+
+@contextlib.contextmanager
+def run_server(
+    command: Sequence[str],
+    *,
+    port: int,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    ready_path: str = "/health",
+    cwd: Path = REPO_ROOT,
+    timeout: float = STARTUP_TIMEOUT_S,
+) -> Iterator[RunningServer]:
+    """Start ``command`` in its own process group, wait for ``ready_path`` to answer 200, stop it afterwards."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            list(command), cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(process, base_url + ready_path, log_path, timeout)
+        yield RunningServer(process, base_url, log_path)
+    finally:
+        stop(process)
+
+
+def uvicorn_command(port: int, app: str = "irisserve.app:app", *extra: str) -> list[str]:
+    return [str(VENV_BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port), *extra]
