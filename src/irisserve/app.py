@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from irisserve import __version__
+from irisserve import __version__, v2
 from irisserve.errors import IrisServeError, ModelNotReadyError, error_body
 from irisserve.predictor import Predictor
 from irisserve.schemas import (
@@ -123,6 +123,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.state.settings = settings
     app.state.predictor = predictor
     app.include_router(router)
+    app.include_router(v2.router)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(IrisServeError, handle_irisserve_error)
     app.add_exception_handler(Exception, handle_unexpected_error)

@@ -1,0 +1,149 @@
+"""The shared prediction core: artifact verification, both backends, vectorised batches."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+
+from irisserve.artifact import MANIFEST_NAME, ONNX_NAME, PICKLE_NAME
+from irisserve.errors import ArtifactError, ModelNotReadyError
+from irisserve.predictor import Predictor, decide
+
+IRIS = load_iris()
+
+
+@pytest.fixture(scope="module")
+def onnx_predictor(model_dir: Path) -> Predictor:
+    predictor = Predictor(model_dir, backend="onnx")
+    predictor.load()
+    return predictor
+
+
+@pytest.fixture(scope="module")
+def sklearn_predictor(model_dir: Path) -> Predictor:
+    predictor = Predictor(model_dir, backend="sklearn")
+    predictor.load()
+    return predictor
+
+
+def test_seed_example_is_setosa_with_full_confidence(onnx_predictor: Predictor) -> None:
+    (result,) = onnx_predictor.predict_rows([[5.1, 3.5, 1.4, 0.2]])
+    assert result == {
+        "prediction": "setosa",
+        "prediction_id": 0,
+        "confidence": 1.0,
+        "probabilities": {"setosa": 1.0, "versicolor": 0.0, "virginica": 0.0},
+        "model_version": "1.0.0",
+        "out_of_range_features": [],
+    }
+
+
+def test_both_backends_agree_on_every_iris_row(onnx_predictor: Predictor, sklearn_predictor: Predictor) -> None:
+    onnx_results = onnx_predictor.predict_rows(IRIS.data.tolist())
+    sklearn_results = sklearn_predictor.predict_rows(IRIS.data.tolist())
+    for onnx_row, sklearn_row in zip(onnx_results, sklearn_results, strict=True):
+        assert onnx_row["prediction"] == sklearn_row["prediction"]
+        for name, probability in onnx_row["probabilities"].items():
+            assert probability == pytest.approx(sklearn_row["probabilities"][name], abs=1e-5)
+
+
+def test_backends_agree_with_scikit_learn_predict(model_dir: Path, onnx_predictor: Predictor) -> None:
+    import joblib
+
+    model = joblib.load(model_dir / PICKLE_NAME)
+    expected = model.predict(IRIS.data)
+    got = [row["prediction_id"] for row in onnx_predictor.predict_rows(IRIS.data.tolist())]
+    assert got == expected.tolist()
+
+
+def test_batch_equals_rows_one_at_a_time(onnx_predictor: Predictor) -> None:
+    rows = IRIS.data[::7].tolist()
+    assert onnx_predictor.predict_rows(rows) == [onnx_predictor.predict_rows([row])[0] for row in rows]
+
+
+def test_probabilities_sum_to_one(onnx_predictor: Predictor) -> None:
+    for result in onnx_predictor.predict_rows(IRIS.data.tolist()):
+        assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert result["confidence"] == max(result["probabilities"].values())
+
+
+def test_ties_resolve_to_the_lowest_class_like_scikit_learn() -> None:
+    probabilities, class_ids = decide(np.array([[0.4999997, 0.5000001, 0.0], [0.0, 0.5, 0.5]], dtype=np.float32))
+    assert class_ids.tolist() == [0, 1]
+    assert probabilities[0, 0] == probabilities[0, 1] == 0.5
+
+
+def test_out_of_range_features_are_named(onnx_predictor: Predictor) -> None:
+    (result,) = onnx_predictor.predict_rows([[9.5, 3.0, 0.5, 1.0]])
+    assert result["out_of_range_features"] == ["sepal_length", "petal_length"]
+
+
+def test_not_loaded_predictor_refuses_to_predict(model_dir: Path) -> None:
+    with pytest.raises(ModelNotReadyError):
+        Predictor(model_dir).predict_rows([[5.1, 3.5, 1.4, 0.2]])
+
+
+def test_load_reports_timings_and_warms_up(onnx_predictor: Predictor) -> None:
+    assert onnx_predictor.ready
+    assert 0 < onnx_predictor.load_seconds < 60
+    assert 0 < onnx_predictor.warmup_seconds < 60
+
+
+@pytest.mark.parametrize("file_name", [ONNX_NAME, PICKLE_NAME])
+def test_tampered_file_is_refused_by_name(artifact_copy: Path, file_name: str) -> None:
+    with (artifact_copy / file_name).open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ArtifactError, match=f"{file_name}.*fails its integrity check"):
+        Predictor(artifact_copy).load()
+
+
+@pytest.mark.parametrize("file_name", [ONNX_NAME, PICKLE_NAME])
+def test_missing_file_is_refused_by_name(artifact_copy: Path, file_name: str) -> None:
+    (artifact_copy / file_name).unlink()
+    with pytest.raises(ArtifactError, match=f"{file_name} is missing"):
+        Predictor(artifact_copy, backend="onnx").load()
+
+
+def test_missing_manifest_says_to_train(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="irisserve train"):
+        Predictor(tmp_path).load()
+
+
+def test_manifest_path_outside_the_folder_is_refused(artifact_copy: Path) -> None:
+    manifest = json.loads((artifact_copy / MANIFEST_NAME).read_text())
+    manifest["files"]["../escape.onnx"] = {"sha256": "0" * 64, "bytes": 1}
+    (artifact_copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="not a plain file name"):
+        Predictor(artifact_copy).load()
+
+
+def test_pickle_from_another_scikit_learn_version_is_refused(artifact_copy: Path) -> None:
+    manifest = json.loads((artifact_copy / MANIFEST_NAME).read_text())
+    manifest["libraries"]["scikit-learn"] = "0.24.2"
+    (artifact_copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="pickled by scikit-learn 0.24.2"):
+        Predictor(artifact_copy, backend="sklearn").load()
+
+
+def test_onnx_serving_path_never_imports_scikit_learn_or_scipy(model_dir: Path) -> None:
+    code = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from irisserve.app import create_app\n"
+        "from irisserve.settings import Settings\n"
+        f"app = create_app(Settings(model_dir={str(model_dir)!r}))\n"
+        "with TestClient(app) as client:\n"
+        "    assert client.post('/predict', json={'sepal_length': 5.1, 'sepal_width': 3.5,"
+        " 'petal_length': 1.4, 'petal_width': 0.2}).status_code == 200\n"
+        "    assert client.post('/predict/batch', json={'instances': []}).status_code == 422\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy', 'joblib')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
