@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 MODEL_DIR := models/iris/1.0.0
 
-.PHONY: venv model train run test bench clean
+.PHONY: venv model train run test bench clean bundle-function
 
 venv: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ test: model
 
 bench: model
 	$(BIN)/irisserve bench --local
+
+# The Cloud Function source folder: deploy with gcloud functions deploy ... --source build/cloud_function
+bundle-function: model
+	$(BIN)/irisserve bundle-function --out build/cloud_function
 
 clean:
 	rm -rf $(VENV) build models .pytest_cache

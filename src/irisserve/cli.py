@@ -42,6 +42,15 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bundle_function(args: argparse.Namespace) -> int:
+    from irisserve.bundle import build_bundle
+    from irisserve.settings import get_settings
+
+    info = build_bundle(args.out, args.model_dir or get_settings().model_dir)
+    print(f"Wrote {info.path}: {len(info.files)} files, {info.size_mb:.2f} MB (model {info.model_version})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="irisserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -53,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="Serve the web API with uvicorn (settings from IRISSERVE_* and PORT).")
     serve.set_defaults(handler=_serve)
+
+    bundle = commands.add_parser(
+        "bundle-function", help="Write the Cloud Function source folder for `gcloud functions deploy --source`."
+    )
+    bundle.add_argument("--out", type=Path, default=Path("build/cloud_function"), help="Bundle folder (replaced).")
+    bundle.add_argument("--model-dir", type=Path, help="Artifact to ship (default IRISSERVE_MODEL_DIR).")
+    bundle.set_defaults(handler=_bundle_function)
     return parser
 
 

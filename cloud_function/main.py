@@ -1,0 +1,36 @@
+"""Cloud Functions (gen2) entry point ``predict``: a thin shell over ``irisserve.function``.
+
+Locally:  functions-framework --source cloud_function/main.py --target predict --port 8080
+Deploy:   irisserve bundle-function --out build/cloud_function, then
+          gcloud functions deploy iris-predict --gen2 --runtime python311 --source build/cloud_function \
+              --entry-point predict --trigger-http
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import flask
+import functions_framework
+
+HERE = Path(__file__).resolve().parent
+
+# In a bundle the package and the artifact sit beside this file. functions-framework appends this folder to
+# sys.path, after site-packages, so put it first: the bundled code must win over any installed irisserve.
+# In the repository neither exists and the installed package and models/iris/1.0.0 (from the cwd) serve.
+if (HERE / "irisserve" / "__init__.py").is_file():
+    sys.path.insert(0, str(HERE))
+if (HERE / "model" / "manifest.json").is_file():
+    os.environ.setdefault("IRISSERVE_MODEL_DIR", str(HERE / "model"))
+
+from irisserve.function import handle, load_model  # noqa: E402  (sys.path and the model dir must be set first)
+
+__all__ = ["load_model", "predict"]
+
+
+@functions_framework.http
+def predict(request: flask.Request) -> tuple[bytes, int, dict[str, str]]:
+    """POST the four measurements (or ``{"instances": [...]}``) to predict; GET for health and the model."""
+    return handle(request)

@@ -1,0 +1,117 @@
+"""Build the Cloud Function's source folder: what ``gcloud functions deploy --source`` uploads, and nothing else.
+
+The folder holds main.py, requirements.txt (the pinned serving set: no scikit-learn, scipy or FastAPI), the
+irisserve modules main.py imports (found by reading their imports, so a new core module follows), the
+verified model artifact in ``model/`` and ``bundle.json`` listing every file's SHA-256.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from irisserve import __version__
+from irisserve.artifact import MANIFEST_NAME, load_verified_manifest, sha256_file
+from irisserve.errors import IrisServeError
+
+PACKAGE = "irisserve"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# bundle-function is a tool for the source checkout: main.py and the pins live beside src/, not in the package.
+SOURCE_ROOT = PACKAGE_DIR.parents[1]
+ENTRY_POINT = Path("cloud_function") / "main.py"
+REQUIREMENTS = Path("requirements-function.txt")
+MODEL_FOLDER = "model"
+BUNDLE_MANIFEST = "bundle.json"
+# Locally run bundles write bytecode; nothing but source needs uploading.
+GCLOUDIGNORE = ".gcloudignore\n__pycache__/\n*.pyc\n"
+
+
+class BundleError(IrisServeError):
+    """The bundle cannot be built: a source file is missing or the output folder is not ours to replace."""
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    path: Path
+    size_bytes: int
+    files: tuple[str, ...]
+    model_version: str
+
+    @property
+    def size_mb(self) -> float:
+        return self.size_bytes / 1_000_000
+
+
+def build_bundle(out_dir: Path, model_dir: Path, *, source_root: Path = SOURCE_ROOT) -> BundleInfo:
+    """Write a fresh, self-contained function source folder at ``out_dir`` and describe it."""
+    entry, requirements = source_root / ENTRY_POINT, source_root / REQUIREMENTS
+    for needed in (entry, requirements):
+        if not needed.is_file():
+            raise BundleError(f"{needed} is missing; bundle-function runs from an irisserve source checkout.")
+    manifest = load_verified_manifest(Path(model_dir))  # never ship an artifact that would fail to load
+    _clear(out_dir)
+    shutil.copy2(entry, out_dir / "main.py")
+    shutil.copy2(requirements, out_dir / "requirements.txt")
+    (out_dir / ".gcloudignore").write_text(GCLOUDIGNORE)
+    (out_dir / PACKAGE).mkdir()
+    for module in package_modules(entry):
+        shutil.copy2(PACKAGE_DIR / f"{module}.py", out_dir / PACKAGE / f"{module}.py")
+    (out_dir / MODEL_FOLDER).mkdir()
+    for file_name in [MANIFEST_NAME, *manifest.data["files"]]:
+        shutil.copy2(manifest.path_of(file_name), out_dir / MODEL_FOLDER / file_name)
+    load_verified_manifest(out_dir / MODEL_FOLDER)  # the copy, too: a retrain may have raced the copying
+    return _describe(out_dir, manifest.version)
+
+
+def package_modules(entry: Path) -> list[str]:
+    """The irisserve modules ``entry`` imports, directly or through each other (``__init__`` always)."""
+    found = {"__init__"}
+    pending = _irisserve_imports(entry)
+    while pending:
+        module = pending.pop()
+        if module in found:
+            continue
+        path = PACKAGE_DIR / f"{module}.py"
+        if not path.is_file():
+            raise BundleError(f"{entry} needs {PACKAGE}.{module}, but {path} does not exist.")
+        found.add(module)
+        pending |= _irisserve_imports(path)
+    return sorted(found)
+
+
+def _irisserve_imports(path: Path) -> set[str]:
+    """Module names (within irisserve) imported anywhere in ``path``, lazy imports inside functions included."""
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == PACKAGE and len(parts) > 1 and (PACKAGE_DIR / f"{parts[1]}.py").is_file():
+                modules.add(parts[1])
+    return modules
+
+
+def _clear(out_dir: Path) -> None:
+    """Empty ``out_dir`` for a rebuild, but only if it is empty or a previous bundle: never a random folder."""
+    if out_dir.exists():
+        if not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / BUNDLE_MANIFEST).is_file()):
+            raise BundleError(f"{out_dir} exists and is not a function bundle; choose an empty or new folder.")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+
+
+def _describe(out_dir: Path, model_version: str) -> BundleInfo:
+    files = sorted(path for path in out_dir.rglob("*") if path.is_file())
+    listing = {path.relative_to(out_dir).as_posix(): sha256_file(path) for path in files}
+    record = {"irisserve_version": __version__, "model_version": model_version, "files": listing}
+    (out_dir / BUNDLE_MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
+    size = sum(path.stat().st_size for path in out_dir.rglob("*") if path.is_file())
+    return BundleInfo(path=out_dir, size_bytes=size, files=(*listing, BUNDLE_MANIFEST), model_version=model_version)
