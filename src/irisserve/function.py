@@ -111,7 +111,7 @@ def _read_body(request: flask.Request, limit: int) -> bytes:
     """The body, read no further than ``limit`` + 1 bytes, so an oversized (or chunked) body is refused unread."""
     length = request.content_length
     if length is not None and length > limit:
-        raise PayloadTooLargeError(_too_large(f"has {length} bytes", limit))
+        raise PayloadTooLargeError(_too_large(f"is {length} bytes", limit))
     chunks: list[bytes] = []
     received = 0
     while received <= limit:
@@ -121,12 +121,16 @@ def _read_body(request: flask.Request, limit: int) -> bytes:
         chunks.append(chunk)
         received += len(chunk)
     if received > limit:
-        raise PayloadTooLargeError(_too_large(f"has more than {limit} bytes", limit))
+        raise PayloadTooLargeError(_too_large("is larger than that", limit))
     return b"".join(chunks)
 
 
 def _too_large(what: str, limit: int) -> str:
-    return f"The request body {what}; the limit is {limit} bytes (setting IRISSERVE_MAX_BODY_BYTES)."
+    # Worded as the web service's body-limit middleware words it, so both front doors send the same 413.
+    return (
+        f"The request body {what}; the limit is {limit} bytes (setting IRISSERVE_MAX_BODY_BYTES). "
+        "Send fewer rows per request."
+    )
 
 
 def _health(request: flask.Request, settings: Settings) -> Reply:
