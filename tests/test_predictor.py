@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
@@ -74,9 +73,10 @@ def test_probabilities_sum_to_one(onnx_predictor: Predictor) -> None:
 
 
 def test_ties_resolve_to_the_lowest_class_like_scikit_learn() -> None:
-    probabilities, class_ids = decide(np.array([[0.4999997, 0.5000001, 0.0], [0.0, 0.5, 0.5]], dtype=np.float32))
-    assert class_ids.tolist() == [0, 1]
-    assert probabilities[0, 0] == probabilities[0, 1] == 0.5
+    probabilities, class_id = decide([0.4999997, 0.5000001, 0.0])
+    assert class_id == 0 and probabilities == [0.5, 0.5, 0.0]
+    assert decide([0.0, 0.49999964, 0.49999964]) == ([0.0, 0.5, 0.5], 1)
+    assert decide([0.0, 0.8399995, 0.16]) == ([0.0, 0.84, 0.16], 1)
 
 
 def test_out_of_range_features_are_named(onnx_predictor: Predictor) -> None:

@@ -94,7 +94,8 @@ def check_export(model: RandomForestClassifier, onnx_bytes: bytes, points: np.nd
     session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     onnx_probabilities = session.run([ONNX_PROBABILITIES], {ONNX_INPUT: points})[0]
     sklearn_probabilities = model.predict_proba(points)
-    mismatches = int((decide(onnx_probabilities)[1] != model.predict(points)).sum())
+    onnx_labels = [decide(row)[1] for row in onnx_probabilities.tolist()]
+    mismatches = int((np.array(onnx_labels) != model.predict(points)).sum())
     difference = float(np.abs(onnx_probabilities - sklearn_probabilities).max())
     check = ExportCheck(len(points), mismatches, difference)
     if mismatches or difference > EXPORT_PROBABILITY_TOLERANCE:
