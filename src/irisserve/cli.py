@@ -51,6 +51,12 @@ def _bundle_function(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from irisserve.bench.cli import main as bench_main
+
+    return bench_main(args.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="irisserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--out", type=Path, default=Path("build/cloud_function"), help="Bundle folder (replaced).")
     bundle.add_argument("--model-dir", type=Path, help="Artifact to ship (default IRISSERVE_MODEL_DIR).")
     bundle.set_defaults(handler=_bundle_function)
+
+    # The benchmark parses its own options: prefix_chars that match nothing hand every argument through.
+    bench = commands.add_parser(
+        "bench", help="Benchmark the web service against the function (--local, or their URLs); --help for options.",
+        add_help=False, prefix_chars="\0",
+    )
+    bench.add_argument("args", nargs="*")
+    bench.set_defaults(handler=_bench)
     return parser
 
 

@@ -1,0 +1,244 @@
+"""Start each serving pattern as production runs it, on a free loopback port, and watch it come up.
+
+The web service runs as the container's command (``irisserve serve``); the function runs from the
+built bundle under ``functions-framework`` with ``PYTHONPATH`` set to the bundle, so the bundle's own
+copy of ``irisserve`` is the one imported (as on Cloud Functions, where the bundle is all there is).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from irisserve.bench.errors import BenchError
+from irisserve.schemas import SEED_EXAMPLE
+
+LOOPBACK = "127.0.0.1"
+POLL_INTERVAL_S = 0.002  # the first-response phase is only this precise; a refused connect costs ~50 µs
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+LOG_TAIL_CHARS = 1500
+VENV_BIN = Path(sys.executable).parent
+
+# Each start-up mark ends a phase; the phase is named by what happened since the previous mark.
+PHASE_NAMES: dict[str, str] = {
+    "imports_done": "interpreter + imports",
+    "model_loaded": "model load + verify",
+    "warmed_up": "warm-up",
+    "first_request": "server start, first request arrives",
+}
+# "ready" follows "warmed_up" by microseconds in both front doors; as a phase it would be an empty bar.
+IGNORED_MARKS = frozenset({"ready"})
+FIRST_RESPONSE = "first response"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to start one pattern and where to talk to it."""
+
+    name: str
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+    predict_path: str
+    health_path: str
+    cwd: Path | None = None
+
+
+def web_service(model_dir: Path, *, backend: str = "onnx", name: str = "web") -> ServiceSpec:
+    """The container's command, one worker, settings from the environment as Cloud Run passes them."""
+    script = VENV_BIN / "irisserve"
+    command = (str(script), "serve") if script.exists() else (sys.executable, "-m", "irisserve.cli", "serve")
+    env = {
+        "IRISSERVE_HOST": LOOPBACK,
+        "IRISSERVE_MODEL_DIR": str(Path(model_dir).resolve()),
+        "IRISSERVE_BACKEND": backend,
+        "IRISSERVE_WORKERS": "1",
+        "IRISSERVE_LOG_LEVEL": "warning",
+    }
+    return ServiceSpec(name, command, env, predict_path="/predict", health_path="/health")
+
+
+def cloud_function(bundle_dir: Path, *, load: str = "lazy", name: str | None = None) -> ServiceSpec:
+    """functions-framework serving the bundle's main.py; only the bundle is on the import path for irisserve."""
+    bundle = Path(bundle_dir).resolve()
+    script = VENV_BIN / "functions-framework"
+    command = (
+        (str(script),) if script.exists() else (sys.executable, "-m", "functions_framework")
+    ) + ("--source", str(bundle / "main.py"), "--target", "predict", "--host", LOOPBACK)
+    env = {
+        "PYTHONPATH": str(bundle),
+        "IRISSERVE_FUNCTION_LOAD": load,
+        "IRISSERVE_LOG_LEVEL": "warning",
+        "GUNICORN_LOG_LEVEL": "warning",
+    }
+    return ServiceSpec(name or f"function-{load}", command, env, predict_path="/", health_path="/", cwd=bundle)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def request(port: int, method: str, path: str, payload: Any = None, *, timeout: float = 5.0) -> tuple[int, bytes]:
+    """One blocking request on a fresh connection (polling and probes; the load uses bench.load)."""
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        body = json.dumps(payload).encode() if payload is not None else None
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, path, body=body, headers=headers)
+        answer = connection.getresponse()
+        return answer.status, answer.read()
+    finally:
+        connection.close()
+
+
+@dataclass
+class ServerProcess:
+    """A started server: its process, port, log, and the wall-clock time just before it was spawned."""
+
+    spec: ServiceSpec
+    port: int
+    process: subprocess.Popen[bytes]
+    spawned_at: float
+    log_path: Path
+    first_ok_at: float | None = None
+    probes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+        return ""
+
+    def wait_first_prediction(self, timeout: float = START_TIMEOUT_S) -> float:
+        """Poll the prediction endpoint until it answers 200; returns seconds from spawn to that answer."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BenchError(
+                    f"{self.spec.name} exited with code {self.process.returncode} before answering; "
+                    f"its log ({self.log_path}) ends with:\n{self.log_tail()}"
+                )
+            self.probes += 1
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                status, _ = request(self.port, "POST", self.spec.predict_path, SEED_EXAMPLE, timeout=timeout)
+                if status == 200:
+                    self.first_ok_at = time.time()
+                    return self.first_ok_at - self.spawned_at
+            time.sleep(POLL_INTERVAL_S)
+        raise BenchError(f"{self.spec.name} gave no 200 within {timeout:g} s; its log ({self.log_path}) ends with:\n{self.log_tail()}")
+
+    def health(self) -> dict[str, Any]:
+        status, body = request(self.port, "GET", self.spec.health_path)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise BenchError(f"{self.spec.name}: GET {self.spec.health_path} answered {status} with non-JSON {body[:120]!r}") from None
+        return data if isinstance(data, dict) else {}
+
+    def phases(self) -> list[dict[str, Any]]:
+        """Spawn → each start-up mark the server reports → first 200 seen here, as consecutive phases."""
+        marks = self.health().get("startup") or {}
+        ordered = sorted(
+            (float(at), name) for name, at in marks.items() if name not in IGNORED_MARKS and float(at) >= self.spawned_at
+        )
+        assert self.first_ok_at is not None
+        phases, previous = [], self.spawned_at
+        for at, name in ordered:
+            if at > self.first_ok_at:
+                continue  # a mark after the first answer (e.g. set by the health probe itself) is not start-up
+            phases.append({"phase": PHASE_NAMES.get(name, name), "ends_at_mark": name, "seconds": at - previous})
+            previous = at
+        phases.append({"phase": FIRST_RESPONSE, "ends_at_mark": "first 200 seen by the client", "seconds": self.first_ok_at - previous})
+        return phases
+
+    def stop(self) -> int | None:
+        """SIGTERM the process group (the server and any workers); SIGKILL it if it does not go."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+        return self.process.returncode
+
+
+@contextlib.contextmanager
+def started(spec: ServiceSpec, log_dir: Path) -> Iterator[ServerProcess]:
+    """Spawn ``spec`` on a free port in its own process group; always stop it on the way out."""
+    port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{spec.name}-{port}.log"
+    # Both front doors take the port from PORT, as Cloud Run and Cloud Functions pass it.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env, "PORT": str(port)}
+    with log_path.open("wb") as log:
+        spawned_at = time.time()
+        process = subprocess.Popen(
+            list(spec.command), cwd=spec.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = ServerProcess(spec, port, process, spawned_at, log_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (functions-framework runs a gunicorn arbiter and a worker)."""
+    tree, frontier = [pid], [pid]
+    while frontier:
+        frontier = [child for parent in frontier for child in _children(parent)]
+        tree.extend(frontier)
+    return tree
+
+
+def _status_kib(pid: int, field_name: str, file: str = "status") -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def memory(pid: int) -> dict[str, Any]:
+    """Resident memory of the process tree: RSS summed (counts shared pages once per process) and PSS."""
+    pids = process_tree(pid)
+    rss = [_status_kib(p, "VmRSS") for p in pids]
+    pss = [_status_kib(p, "Pss", "smaps_rollup") for p in pids]
+    return {
+        "processes": len(pids),
+        "rss_mb": sum(rss) / 1024,
+        "rss_per_process_mb": [kib / 1024 for kib in rss],
+        "pss_mb": sum(pss) / 1024 if all(pss) else None,
+    }

@@ -1,0 +1,190 @@
+"""The benchmark tool end to end: local mode with tiny counts, remote mode against loopback servers.
+
+No timing assertions: speed is what the tool reports, not what the tests check."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from irisserve.bench.cli import main
+from irisserve.bench.local import cloud_function
+from irisserve.bundle import build_bundle
+from support import REPO_ROOT, VENV_BIN, RunningServer, free_port
+
+TINY_LOCAL = ["--cold-starts", "1", "--num-requests", "20", "--sequential-requests", "5", "--repeats", "1",
+              "--inprocess-calls", "20", "--concurrency", "2", "--no-progress"]
+CLI_TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="module")
+def bundle(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_bundle(tmp_path_factory.mktemp("bench") / "bundle", model_dir).path
+
+
+def test_local_mode_runs_both_patterns_and_writes_json_report_and_chart(model_dir: Path, bundle: Path, tmp_path: Path) -> None:
+    output = tmp_path / "results.json"
+    assert main(["--local", "--model-dir", str(model_dir), "--bundle", str(bundle), "--output", str(output), *TINY_LOCAL]) == 0
+
+    results = json.loads(output.read_text())
+    assert results["mode"] == "local" and results["machine"]["cpus"] >= 1
+    assert {row["backend"] for row in results["inprocess"]} == {"onnx", "sklearn"}
+    assert results["inprocess"][0]["backend_call"]["p50_us"] > 0
+    assert set(results["cold_start"]) == {"web", "function-lazy", "function-import"}
+    for summary in results["cold_start"].values():
+        phases = summary["samples"][0]["phases"]
+        assert phases[0]["phase"] == "interpreter + imports" and phases[-1]["phase"] == "first response"
+        assert {"model load + verify", "warm-up"} <= {phase["phase"] for phase in phases}
+        assert summary["median_s"] == pytest.approx(sum(phase["seconds"] for phase in phases))
+    warm = results["warm"]
+    assert set(warm["patterns"]["web"]) == {"health_concurrent", "predict_concurrent", "predict_sequential"}
+    assert set(warm["patterns"]["function"]) == {"predict_concurrent", "predict_sequential"}
+    for kinds in warm["patterns"].values():
+        for summary in kinds.values():
+            assert summary["errors"] == 0 and len(summary["cdf_ms"]) == 101
+    assert warm["predict_to_health_throughput_ratio"]["median"] > 0
+    assert warm["memory"]["web"]["rss_mb"] > 10 and warm["memory"]["function"]["processes"] == 2
+    assert {t["verdict"] for t in results["targets"]} <= {"PASS", "MISS"} and len(results["targets"]) == 6
+
+    report = output.with_suffix(".md").read_text()
+    assert "## Targets" in report and "results.png" in report and "function-import" in report
+    assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_function_runs_the_bundles_own_copy_of_irisserve(bundle: Path) -> None:
+    """PYTHONPATH and cwd point at the bundle, so its irisserve wins over the repository's editable install."""
+    spec = cloud_function(bundle)
+    found = subprocess.run(
+        [sys.executable, "-c", "import irisserve; print(irisserve.__file__)"],
+        cwd=spec.cwd, env={**spec.env, "PATH": ""}, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=True,
+    )
+    assert Path(found.stdout.strip()).resolve() == (bundle / "irisserve" / "__init__.py").resolve()
+
+
+# --- remote mode -------------------------------------------------------------------------------------
+
+
+class _Canned(BaseHTTPRequestHandler):
+    """Answers every POST with the server's canned status, content type and body."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        status, content_type, body = self.server.canned  # type: ignore[attr-defined]
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def canned_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
+    server.canned = request.param  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def hanging_server() -> Iterator[str]:
+    """Accepts connections and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except (TimeoutError, OSError):
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for connection in accepted:
+            connection.close()
+        listener.close()
+
+
+def _benchmark(*args: str) -> subprocess.CompletedProcess[str]:
+    """The seed's command line, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmark.py"), *args, "--no-progress"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+    )
+
+
+def test_remote_mode_with_the_seed_flags(live_server: RunningServer, tmp_path: Path) -> None:
+    output = tmp_path / "benchmark_results.json"
+    done = _benchmark(
+        "--cloud-run-url", live_server.base_url, "--cloud-function-url", live_server.base_url + "/predict",
+        "--num-requests", "5", "--concurrency", "2", "--output", str(output),
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(output.read_text())
+    assert set(results["patterns"]) == {"cloud-run", "cloud-function"}
+    for pattern in results["patterns"].values():
+        assert pattern["first_request"]["answer"]["prediction"] == "setosa"
+        assert pattern["sequential"]["ok"] == 5 and pattern["sequential"]["errors"] == 0
+        assert pattern["concurrent"]["ok"] == 5
+    assert "What was and was not measured" in output.with_suffix(".md").read_text()
+    assert output.with_suffix(".png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("canned_server", "expected"),
+    [
+        ((500, "application/json", b'{"detail": "boom"}'), "answered HTTP 500: {\"detail\": \"boom\"}"),
+        ((404, "text/html", b"<h1>Not Found</h1>"), "answered HTTP 404"),
+        ((200, "text/html", b"<html>hello</html>"), "answered 200 but not JSON (text/html)"),
+    ],
+    indirect=["canned_server"],
+    ids=["500", "404", "not-json"],
+)
+def test_remote_errors_are_one_clear_line(canned_server: str, expected: str, tmp_path: Path) -> None:
+    done = _benchmark("--cloud-run-url", canned_server, "--output", str(tmp_path / "r.json"))
+    assert done.returncode == 1
+    assert expected in done.stderr and f"{canned_server}/predict" in done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_a_hanging_server_ends_in_a_timeout_message(hanging_server: str, tmp_path: Path) -> None:
+    done = _benchmark("--cloud-function-url", hanging_server, "--timeout", "1", "--output", str(tmp_path / "r.json"))
+    assert done.returncode == 1
+    assert "no answer within 1 s" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_unreachable_url_is_named(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    done = _benchmark("--cloud-run-url", url, "--output", str(tmp_path / "r.json"))
+    assert done.returncode == 1
+    assert "cannot connect" in done.stderr and url in done.stderr and "Traceback" not in done.stderr
+
+
+def test_irisserve_bench_forwards_its_options() -> None:
+    done = subprocess.run([str(VENV_BIN / "irisserve"), "bench", "--help"], capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    assert done.returncode == 0 and "--cloud-run-url" in done.stdout and "--local" in done.stdout
+    done = subprocess.run([str(VENV_BIN / "irisserve"), "bench"], capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    assert done.returncode == 2 and "choose --local" in done.stderr
