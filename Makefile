@@ -39,3 +39,25 @@ bundle-function: model
 
 clean:
 	rm -rf $(VENV) build models .pytest_cache
+
+# --- Container image and deployment (docs/deployment.md) ---------------------------------------
+# image-test: build the Dockerfile with podman from a local Debian 12 base and check the running
+# container (HTTP, non-root, SIGTERM, hash check, size, cold start); state in $TMPDIR/irisserve-podman.
+# image: the same build, without the checks.
+# deploy-*: PROJECT_ID=... [REGION=...] [SERVICE=... | FUNCTION=...] [DRY_RUN=1] make deploy-cloudrun
+.PHONY: image image-test lint-docker deploy-cloudrun deploy-function
+
+image:
+	$(PYTHON) scripts/image_test.py --build-only
+
+image-test:
+	$(PYTHON) scripts/image_test.py
+
+lint-docker: venv
+	$(BIN)/hadolint Dockerfile
+
+deploy-cloudrun:
+	@scripts/deploy_cloudrun.sh
+
+deploy-function: venv
+	@scripts/deploy_function.sh

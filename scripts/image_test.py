@@ -18,7 +18,7 @@ engine and no container registry are needed. The steps, each printed as it runs:
 7. figures: own layers (image size minus base size) and cold start (`podman run` to first 200 from
    /predict, median of several runs), both checked against the targets.
 
-Standard library only. Environment knobs: IRISSERVE_PODMAN_DIR (state folder, default
+`--build-only` stops after the build (`make image`). Standard library only. Environment knobs: IRISSERVE_PODMAN_DIR (state folder, default
 $TMPDIR/irisserve-podman), DEBIAN_MIRROR, IRISSERVE_COLD_START_RUNS, IRISSERVE_COLD_START_LIMIT_S,
 IRISSERVE_OWN_LAYERS_LIMIT_MB.
 """
@@ -444,6 +444,7 @@ def state_lock() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] = ()) -> int:
+    build_only = "--build-only" in argv
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     total_started = time.monotonic()
@@ -455,6 +456,8 @@ def main(argv: Sequence[str] = ()) -> int:
             remove_leftovers()
             ensure_base()
             build_seconds = build_image()
+            if build_only:
+                return 0
             stop_seconds = check_running_container()
             check_tampered_artifact()
             cold = measure_cold_starts(COLD_START_RUNS)
