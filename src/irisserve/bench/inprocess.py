@@ -16,7 +16,7 @@ from irisserve.bench.stats import median, summarize_ms
 
 WARM_UP_CALLS = 50
 # scikit-learn's forest answers in milliseconds, not microseconds: fewer calls say as much.
-SKLEARN_MAX_CALLS = 300
+SKLEARN_MAX_CALLS = 100
 
 
 def _time_calls(call: Callable[[], Any], calls: int) -> list[float]:

@@ -18,7 +18,7 @@ import httpx
 
 from irisserve.bench.errors import BenchError, answer_error, transport_error
 from irisserve.bench.load import LoadResult
-from irisserve.bench.stats import cdf_ms, summarize_ms
+from irisserve.bench.stats import cdf_ms
 from irisserve.schemas import SEED_EXAMPLE
 
 NOT_MEASURED = (
@@ -125,17 +125,3 @@ def run_remote(
     finally:
         for client in clients.values():
             client.close()
-
-
-def remote_summary(results: dict[str, Any]) -> dict[str, Any]:
-    """A compact per-pattern row for the console and the report."""
-    rows = {}
-    for name, pattern in results["patterns"].items():
-        rows[name] = {
-            "first_request_ms": pattern["first_request"]["seconds"] * 1e3,
-            **{key: pattern["sequential"][key] for key in ("p50_ms", "p95_ms", "p99_ms", "errors")},
-        }
-    return rows
-
-
-__all__ = ["NOT_MEASURED", "RemoteTarget", "remote_summary", "run_remote", "summarize_ms"]
