@@ -352,3 +352,11 @@ def test_concurrent_first_requests_load_the_model_once(model_dir: Path, monkeypa
         thread.join(timeout=60)
     assert len(results) == 8 and len({id(p) for p in results}) == 1
     assert loads == [1]
+
+
+def test_import_mode_with_a_broken_artifact_refuses_to_start(tmp_path: Path) -> None:
+    """Loading at import fails the start, so a broken deploy is refused instead of serving 503s."""
+    env = {**os.environ, **function_env(tmp_path / "nowhere", IRISSERVE_FUNCTION_LOAD="import")}
+    result = subprocess.run(function_command(free_port()), env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "manifest.json is missing" in result.stderr

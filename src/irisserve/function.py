@@ -71,12 +71,10 @@ def handle(request: flask.Request, *, settings: Settings | None = None) -> tuple
         settings = settings or get_settings()
         body, status, headers = _dispatch(request, settings)
         headers |= cors_headers(request.headers.get("Origin"), settings.cors_origins, preflight=request.method == "OPTIONS")
+        return _respond(body, status, headers)
     except Exception:
         logger.exception("Unhandled error on %s %s", request.method, request.path)
-        body, status, headers = {"detail": INTERNAL_ERROR}, 500, {}
-    if body is None:
-        return b"", status, headers
-    return _encode(body), status, {**JSON_HEADERS, **headers}
+        return _respond({"detail": INTERNAL_ERROR}, 500, {})
 
 
 def _dispatch(request: flask.Request, settings: Settings) -> Reply:
@@ -160,6 +158,12 @@ def _preflight(request: flask.Request, settings: Settings) -> Reply:
 def _refuse_method(request: flask.Request, settings: Settings) -> Reply:
     detail = f"Method {request.method} is not allowed: POST predicts, GET reports health and the model."
     return {"detail": detail}, 405, {"Allow": ", ".join(METHODS)}
+
+
+def _respond(body: Body | None, status: int, headers: dict[str, str]) -> tuple[bytes, int, dict[str, str]]:
+    if body is None:
+        return b"", status, headers
+    return _encode(body), status, {**JSON_HEADERS, **headers}
 
 
 def _encode(body: Body) -> bytes:
