@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from irisserve.bench.cli import main
-from irisserve.bench.local import cloud_function
+from irisserve.bench.errors import BenchError
+from irisserve.bench.local import ServiceSpec, cloud_function, started
 from irisserve.bundle import build_bundle
 from support import REPO_ROOT, VENV_BIN, RunningServer, free_port
 
@@ -67,6 +68,28 @@ def test_the_function_runs_the_bundles_own_copy_of_irisserve(bundle: Path) -> No
         cwd=spec.cwd, env={**spec.env, "PATH": ""}, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=True,
     )
     assert Path(found.stdout.strip()).resolve() == (bundle / "irisserve" / "__init__.py").resolve()
+
+
+# A server that answers every request with 404, on the PORT it is given, as the bench passes it.
+ALWAYS_404 = """
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.send_error(404)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"""
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [("import sys; sys.exit(3)", "exited with code 3"), (ALWAYS_404, "answered 404")],
+    ids=["exits", "answers-404"],
+)
+def test_a_server_that_cannot_come_up_is_reported_not_waited_for(script: str, expected: str, tmp_path: Path) -> None:
+    spec = ServiceSpec("broken", (sys.executable, "-c", script), {}, predict_path="/", health_path="/")
+    with started(spec, tmp_path) as server, pytest.raises(BenchError, match=expected):
+        server.wait_first_prediction(timeout=30)
+    assert server.process.poll() is not None
 
 
 # --- remote mode -------------------------------------------------------------------------------------

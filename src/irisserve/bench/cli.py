@@ -134,7 +134,7 @@ def _print_summary(results: dict[str, Any], paths: tuple[Path, Path, Path]) -> N
         for name, pattern in results["patterns"].items():
             seq = pattern["sequential"]
             console.print(f"{name}: first request {pattern['first_request']['seconds'] * 1e3:.0f} ms; warm p50 {seq['p50_ms']:.1f} ms, p99 {seq['p99_ms']:.1f} ms, {seq['errors']} errors")
-    console.print(f"Wrote {paths[0]}, {paths[1]}, {paths[2]}")
+    console.print(f"Wrote {paths[0]}, {paths[1]}, {paths[2]}", soft_wrap=True)
 
 
 def _print_local_figures(console: Any, results: dict[str, Any]) -> None:

@@ -137,10 +137,12 @@ class ServerProcess:
                 )
             self.probes += 1
             with contextlib.suppress(OSError, http.client.HTTPException):
-                status, _ = request(self.port, "POST", self.spec.predict_path, SEED_EXAMPLE, timeout=timeout)
+                status, body = request(self.port, "POST", self.spec.predict_path, SEED_EXAMPLE, timeout=timeout)
                 if status == 200:
                     self.first_ok_at = time.time()
                     return self.first_ok_at - self.spawned_at
+                if 400 <= status < 500:  # 503 means "still loading"; a 4xx will not go away by waiting
+                    raise BenchError(f"{self.spec.name}: POST {self.spec.predict_path} answered {status}: {body[:200]!r}")
             time.sleep(POLL_INTERVAL_S)
         raise BenchError(f"{self.spec.name} gave no 200 within {timeout:g} s; its log ({self.log_path}) ends with:\n{self.log_tail()}")
 
@@ -192,9 +194,12 @@ def started(spec: ServiceSpec, log_dir: Path) -> Iterator[ServerProcess]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env, "PORT": str(port)}
     with log_path.open("wb") as log:
         spawned_at = time.time()
-        process = subprocess.Popen(
-            list(spec.command), cwd=spec.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        try:
+            process = subprocess.Popen(
+                list(spec.command), cwd=spec.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        except OSError as exc:
+            raise BenchError(f"cannot start {spec.name} ({' '.join(spec.command)}): {exc}") from None
     server = ServerProcess(spec, port, process, spawned_at, log_path)
     try:
         yield server
