@@ -475,14 +475,14 @@ def model_ready(predictor: Predictor, name: str, version: str | None) -> Any:
     return body if predictor.ready else JSONResponse(body, status_code=503)
 
 
-@router.get("/models/{model_name}", response_model=ModelMetadata, responses=MODEL_ERRORS)
+@router.get("/models/{model_name}", response_model=ModelMetadata, response_model_exclude_none=True, responses=MODEL_ERRORS)
 async def read_model_metadata(model_name: str, predictor: PredictorDep) -> Any:
     """The model's name, versions, platform, and input and output tensors."""
     find_model(predictor, model_name, None)
     return model_metadata(predictor)
 
 
-@router.get("/models/{model_name}/versions/{model_version}", response_model=ModelMetadata, responses=MODEL_ERRORS)
+@router.get("/models/{model_name}/versions/{model_version}", response_model=ModelMetadata, response_model_exclude_none=True, responses=MODEL_ERRORS)
 async def read_model_version_metadata(model_name: str, model_version: str, predictor: PredictorDep) -> Any:
     """Metadata of one version of the model."""
     find_model(predictor, model_name, model_version)
