@@ -12,7 +12,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from irisserve import __version__, v2
-from irisserve.errors import IrisServeError, ModelNotReadyError, error_body
+from irisserve.errors import IrisServeError, ModelNotReadyError, RequestValidationFailed, error_body
+from irisserve.lifecycle import drain_on_signals, is_draining
+from irisserve.observability import (
+    ObservabilityMiddleware,
+    configure_logging,
+    mark_worker_exited,
+    predict_observed,
+    read_metrics,
+    record_model_load,
+    record_validation_error,
+    route_of,
+)
 from irisserve.predictor import Predictor
 from irisserve.schemas import (
     BatchRequest,
@@ -24,6 +35,7 @@ from irisserve.schemas import (
     check_batch_size,
     json_safe_errors,
 )
+from irisserve.security import ApiKeyMiddleware, BodyLimitMiddleware
 from irisserve.settings import Settings, get_settings
 from irisserve.startup import STARTUP_MARKS, mark
 
@@ -52,26 +64,27 @@ router = APIRouter()
 @router.get("/health", response_model=HealthResponse, tags=["health"], responses={503: {"model": HealthResponse}})
 async def read_health(predictor: PredictorDep) -> Any:
     """Liveness and readiness: 200 once the model is loaded and warmed up, 503 before (and while draining)."""
+    ready = predictor.ready and not is_draining()
     body = {
-        "status": "healthy" if predictor.ready else "unavailable: model not loaded",
+        "status": "healthy" if ready else "unavailable: draining" if predictor.ready else "unavailable: model not loaded",
         "model_loaded": predictor.ready,
         "model_version": predictor.version,
         "startup": STARTUP_MARKS,
     }
-    return body if predictor.ready else JSONResponse(body, status_code=503)
+    return body if ready else JSONResponse(body, status_code=503)
 
 
 @router.post("/predict", response_model=PredictionResponse, tags=["predict"])
 async def create_prediction(features: IrisFeatures, predictor: PredictorDep) -> Any:
     """Predict one flower's species, with the probability of every class."""
-    return predictor.predict_features([features])[0]
+    return predict_observed(predictor, [features])[0]
 
 
 @router.post("/predict/batch", response_model=BatchResponse, tags=["predict"])
 async def create_batch_prediction(batch: BatchRequest, predictor: PredictorDep, settings: SettingsDep) -> Any:
     """Predict many flowers in one vectorised call (up to IRISSERVE_MAX_BATCH_SIZE rows)."""
     check_batch_size(len(batch.instances), settings.max_batch_size)
-    return {"predictions": predictor.predict_features(batch.instances), "model_version": predictor.version}
+    return {"predictions": predict_observed(predictor, batch.instances), "model_version": predictor.version}
 
 
 @router.get("/model/info", response_model=ModelInfo, tags=["model"])
@@ -84,11 +97,14 @@ async def read_model_info(predictor: PredictorDep) -> Any:
 
 async def handle_irisserve_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, IrisServeError)
+    if isinstance(exc, RequestValidationFailed):
+        record_validation_error(route_of(request.scope))
     return JSONResponse(error_body(exc), status_code=exc.status_code)
 
 
 async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    record_validation_error(route_of(request.scope))
     return JSONResponse({"detail": json_safe_errors(exc.errors())}, status_code=422)
 
 
@@ -110,9 +126,13 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
             "Model %s loaded in %.3fs (warm-up %.4fs), backend %s",
             predictor.version, predictor.load_seconds, predictor.warmup_seconds, settings.backend,
         )
+        record_model_load(predictor.load_seconds)
         mark("ready")
+        restore_signals = drain_on_signals()
         yield
         predictor.ready = False
+        restore_signals()
+        mark_worker_exited()
 
     app = FastAPI(
         title="irisserve: Iris classifier",
@@ -127,7 +147,18 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(IrisServeError, handle_irisserve_error)
     app.add_exception_handler(Exception, handle_unexpected_error)
+    app.add_route("/metrics", read_metrics, include_in_schema=False)
+    add_serving_middleware(app, settings)
     return app
+
+
+def add_serving_middleware(app: FastAPI, settings: Settings) -> None:
+    """The last added runs first: metrics and the request log wrap the others, so they see 401s and 413s too."""
+    request_log = configure_logging(settings)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, public_paths=settings.public_paths)
+    app.add_middleware(ObservabilityMiddleware, request_log=request_log)
 
 
 mark("imports_done")

@@ -28,17 +28,21 @@ def _train(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from irisserve.lifecycle import exit_cleanly_on_signals, multiprocess_metrics_dir
     from irisserve.settings import get_settings
 
     settings = get_settings()
-    uvicorn.run(
-        "irisserve.app:app",
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=8,  # Cloud Run allows 10 s between SIGTERM and SIGKILL
-    )
+    exit_cleanly_on_signals()
+    with multiprocess_metrics_dir(settings.workers):
+        uvicorn.run(
+            "irisserve.app:app",
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            access_log=False,  # the app logs each request itself, in Cloud Logging's fields
+            timeout_graceful_shutdown=8,  # Cloud Run allows 10 s between SIGTERM and SIGKILL
+        )
     return 0
 
 

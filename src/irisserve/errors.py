@@ -29,6 +29,12 @@ class BadRequestError(IrisServeError):
     status_code = 400
 
 
+class AuthenticationError(IrisServeError):
+    """An API key is configured and the request carries none, or a wrong one."""
+
+    status_code = 401
+
+
 class PayloadTooLargeError(IrisServeError):
     """The body, or the number of rows in a batch, is over the configured limit."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,8 @@ from irisserve.startup import mark
 Backend = Literal["onnx", "sklearn"]
 BACKENDS: tuple[Backend, ...] = ("onnx", "sklearn")
 PROBABILITY_DECIMALS = 6
+
+logger = logging.getLogger("irisserve")
 
 
 def decide(probabilities: Sequence[float]) -> tuple[list[float], int]:
@@ -45,6 +48,12 @@ class OnnxBackend:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         path = manifest.path_of(ONNX_NAME)
+        checked_with = manifest.libraries.get("onnxruntime", "?")
+        if checked_with != onnxruntime.__version__:
+            # ONNX files are forward compatible, so only warn; loading fails below if the opset is too new.
+            logger.warning(
+                "%s was checked with onnxruntime %s; onnxruntime %s is installed.", path, checked_with, onnxruntime.__version__
+            )
         try:
             self._session = onnxruntime.InferenceSession(
                 str(path), sess_options=options, providers=["CPUExecutionProvider"]
@@ -52,7 +61,8 @@ class OnnxBackend:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ArtifactError(
                 f"ONNX Runtime {onnxruntime.__version__} cannot load {path}: {exc}. The manifest says it was "
-                f"exported with skl2onnx {manifest.libraries.get('skl2onnx', '?')}."
+                f"exported with skl2onnx {manifest.libraries.get('skl2onnx', '?')} and checked with onnxruntime "
+                f"{checked_with}: install onnxruntime>={checked_with}, or retrain with the installed one."
             ) from None
         self._input_name = self._session.get_inputs()[0].name
         self._output_name = manifest.data.get("onnx", {}).get("probabilities_output", "probabilities")
