@@ -9,6 +9,7 @@ The binary tensor data extension is supported both ways, as tritonclient uses it
 from __future__ import annotations
 
 import copy
+import json
 import struct
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Annotated, Any
@@ -241,7 +242,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 def parse_inference_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, bytes]:
     json_part, binary = split_body(body, header_length)
     if not json_part.strip():
-        raise BadRequestError(f"The request body is empty; send an inference request such as {EXAMPLE_REQUEST}.")
+        raise BadRequestError(f"The request body is empty; send an inference request such as {json.dumps(EXAMPLE_REQUEST)}.")
     payload = decode_json(json_part)
     try:
         return InferenceRequest.model_validate(payload), binary
@@ -339,7 +340,7 @@ def input_rows(request: InferenceRequest, binary: bytes, limit: int) -> list[lis
 def requested_outputs(request: InferenceRequest) -> list[tuple[str, bool]]:
     """(name, as binary) for each output to return, in the order asked."""
     as_binary = (request.parameters or {}).get("binary_data_output") is True
-    if request.outputs is None:
+    if not request.outputs:
         return [(name, as_binary) for name in DEFAULT_OUTPUTS]
     names = [output.name for output in request.outputs]
     unknown = [name for name in names if name not in OUTPUT_DTYPES]
