@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,9 +12,13 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 from sklearn.datasets import load_iris
+from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
+from irisserve.app import create_app
+from irisserve.lifecycle import begin_draining, end_draining
 from irisserve.schemas import FEATURE_NAMES
+from irisserve.settings import Settings
 from support import RunningServer
 
 MODEL = "iris"
@@ -271,3 +276,40 @@ def test_binary_size_mismatch_is_400(http: httpx.Client) -> None:
     )
     assert response.status_code == 400
     assert "needs 16" in response.json()["error"]
+
+
+# --- In process: draining and metrics ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local(model_dir: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(model_dir=model_dir))) as test_client:
+        yield test_client
+
+
+def test_readiness_fails_while_draining(local: TestClient) -> None:
+    begin_draining()
+    try:
+        assert local.get("/v2/health/ready").status_code == 503
+        assert local.get(f"/v2/models/{MODEL}/ready").json() == {"name": MODEL, "ready": False}
+        assert local.get("/v2/health/live").status_code == 200
+        assert local.post(f"/v2/models/{MODEL}/infer", json=infer_request([ROW])).status_code == 200
+    finally:
+        end_draining()
+    assert local.get("/v2/health/ready").status_code == 200
+
+
+def metric(client: TestClient, line_start: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_v2_predictions_and_refusals_are_counted(local: TestClient) -> None:
+    virginica = 'irisserve_predictions_total{class="virginica"}'
+    refused = 'irisserve_validation_errors_total{route="/v2/models/{model_name}/infer"}'
+    before = metric(local, virginica), metric(local, refused)
+    assert local.post(f"/v2/models/{MODEL}/infer", json=infer_request([[6.7, 3.0, 5.2, 2.3]] * 3)).status_code == 200
+    assert local.post(f"/v2/models/{MODEL}/infer", json=infer_request([[6.7, 3.0, 5.2, -1]])).status_code == 400
+    assert (metric(local, virginica), metric(local, refused)) == (before[0] + 3, before[1] + 1)

@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe V2 / Triton / MLServer REST) over the shared Predictor.
 
 Clients built for KServe, Triton and MLServer call ``/v2/...`` unchanged. Requests are validated by the
-core's rules (``IrisFeatures``) and answered by ``Predictor.predict_rows``, so ``/v2`` and ``/predict``
+core's rules (``IrisFeatures``) and answered by the same observed prediction call, so ``/v2`` and ``/predict``
 always agree. Errors use the protocol's shape, ``{"error": "..."}``, never FastAPI's ``{"detail": ...}``.
 The binary tensor data extension is supported both ways, as tritonclient uses it by default.
 """
@@ -28,6 +28,8 @@ from irisserve.errors import (
     ModelNotReadyError,
     RequestValidationFailed,
 )
+from irisserve.lifecycle import is_draining
+from irisserve.observability import predict_observed, record_validation_error, route_of
 from irisserve.predictor import Predictor
 from irisserve.schemas import FEATURE_NAMES, SEED_EXAMPLE, IrisFeatures, check_batch_size, decode_json, json_safe_errors
 from irisserve.settings import Settings
@@ -165,6 +167,8 @@ class V2Route(APIRoute):
             try:
                 return await handler(request)
             except IrisServeError as exc:
+                if status_of(exc) == 400:
+                    record_validation_error(route_of(request.scope))
                 return error_response(exc)
             except RequestValidationError as exc:
                 return error_response(RequestValidationFailed(json_safe_errors(exc.errors())))
@@ -307,7 +311,7 @@ def read_binary(tensor: RequestInput, binary: bytes, rows: int) -> list[float]:
     return np.frombuffer(binary, dtype=dtype).tolist()
 
 
-def validate_rows(values: Sequence[Any], name: str) -> list[list[float]]:
+def validate_features(values: Sequence[Any], name: str) -> list[IrisFeatures]:
     """Check every row by the core's IrisFeatures rules (finite, > 0, numbers only)."""
     records = [dict(zip(FEATURE_NAMES, values[i : i + N_FEATURES])) for i in range(0, len(values), N_FEATURES)]
     try:
@@ -317,10 +321,10 @@ def validate_rows(values: Sequence[Any], name: str) -> list[list[float]]:
             {**e, "loc": (" ".join(["row", *map(str, e["loc"])]),)} for e in json_safe_errors(exc.errors(include_url=False))
         ]
         raise BadRequestError(describe_errors(errors, prefix=f"Input {name!r} ")) from None
-    return [row.as_row() for row in features]
+    return features
 
 
-def input_rows(request: InferenceRequest, binary: bytes, limit: int) -> list[list[float]]:
+def input_features(request: InferenceRequest, binary: bytes, limit: int) -> list[IrisFeatures]:
     """The request's one tensor as checked rows, whichever way (JSON or binary) it was sent."""
     if len(request.inputs) != 1:
         raise BadRequestError(
@@ -334,7 +338,7 @@ def input_rows(request: InferenceRequest, binary: bytes, limit: int) -> list[lis
         raise BadRequestError(f"The body has {len(binary)} bytes after the JSON header but no input declares them.")
     else:
         values = flatten_rows(tensor, rows)
-    return validate_rows(values, tensor.name)
+    return validate_features(values, tensor.name)
 
 
 def requested_outputs(request: InferenceRequest) -> list[tuple[str, bool]]:
@@ -445,7 +449,7 @@ async def read_server_live() -> Any:
 @router.get("/health/ready", response_model=ServerReady, responses={503: {"model": ServerReady}})
 async def read_server_ready(predictor: PredictorDep) -> Any:
     """200 once the model is loaded and warmed up; 503 before and while draining."""
-    return {"ready": True} if predictor.ready else JSONResponse({"ready": False}, status_code=503)
+    return {"ready": True} if serving(predictor) else JSONResponse({"ready": False}, status_code=503)
 
 
 def model_metadata(predictor: Predictor) -> dict[str, Any]:
@@ -470,10 +474,16 @@ def model_metadata(predictor: Predictor) -> dict[str, Any]:
     }
 
 
+def serving(predictor: Predictor) -> bool:
+    """Ready as /health counts it: loaded, and not draining after SIGTERM."""
+    return predictor.ready and not is_draining()
+
+
 def model_ready(predictor: Predictor, name: str, version: str | None) -> Any:
     find_model(predictor, name, version)
-    body = {"name": name, "ready": predictor.ready}
-    return body if predictor.ready else JSONResponse(body, status_code=503)
+    ready = serving(predictor)
+    body = {"name": name, "ready": ready}
+    return body if ready else JSONResponse(body, status_code=503)
 
 
 @router.get("/models/{model_name}", response_model=ModelMetadata, response_model_exclude_none=True, responses=MODEL_ERRORS)
@@ -509,8 +519,8 @@ async def infer(request: Request, predictor: Predictor, settings: Settings, name
         raise ModelNotReadyError("The model is not loaded yet; retry shortly.")
     parsed, binary = parse_inference_request(await request.body(), request.headers.get(HEADER_LENGTH))
     outputs = requested_outputs(parsed)
-    rows = input_rows(parsed, binary, settings.max_batch_size)
-    predictions = predictor.predict_rows(rows)
+    features = input_features(parsed, binary, settings.max_batch_size)
+    predictions = predict_observed(predictor, features)
     targets = predictor.manifest.target_names
     response = InferenceResponse(
         model_name=name,
