@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from irisserve import __version__, v2
 from irisserve.errors import IrisServeError, ModelNotReadyError, RequestValidationFailed, error_body
@@ -35,7 +36,7 @@ from irisserve.schemas import (
     check_batch_size,
     json_safe_errors,
 )
-from irisserve.security import ApiKeyMiddleware, BodyLimitMiddleware
+from irisserve.security import ApiKeyMiddleware, BodyLimitMiddleware, cap_errors, handle_http_exception
 from irisserve.settings import Settings, get_settings
 from irisserve.startup import STARTUP_MARKS, mark
 
@@ -80,7 +81,18 @@ async def create_prediction(features: IrisFeatures, predictor: PredictorDep) -> 
     return predict_observed(predictor, [features])[0]
 
 
-@router.post("/predict/batch", response_model=BatchResponse, tags=["predict"])
+async def limit_batch_rows(request: Request, settings: SettingsDep) -> None:
+    """Refuse an oversized batch before its rows are validated: a 1 MiB body holds 60,000 bad rows."""
+    try:
+        payload = await request.json()  # already parsed by FastAPI; Starlette caches it
+    except (ValueError, RecursionError):
+        return
+    instances = payload.get("instances") if isinstance(payload, dict) else None
+    if isinstance(instances, list):
+        check_batch_size(len(instances), settings.max_batch_size)
+
+
+@router.post("/predict/batch", response_model=BatchResponse, tags=["predict"], dependencies=[Depends(limit_batch_rows)])
 async def create_batch_prediction(batch: BatchRequest, predictor: PredictorDep, settings: SettingsDep) -> Any:
     """Predict many flowers in one vectorised call (up to IRISSERVE_MAX_BATCH_SIZE rows)."""
     check_batch_size(len(batch.instances), settings.max_batch_size)
@@ -105,7 +117,7 @@ async def handle_irisserve_error(request: Request, exc: Exception) -> JSONRespon
 async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     record_validation_error(route_of(request.scope))
-    return JSONResponse({"detail": json_safe_errors(exc.errors())}, status_code=422)
+    return JSONResponse({"detail": json_safe_errors(cap_errors(exc.errors()))}, status_code=422)
 
 
 async def handle_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -145,6 +157,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.include_router(router)
     app.include_router(v2.router)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_exception)
     app.add_exception_handler(IrisServeError, handle_irisserve_error)
     app.add_exception_handler(Exception, handle_unexpected_error)
     app.add_route("/metrics", read_metrics, include_in_schema=False)
