@@ -120,7 +120,7 @@ def _json_safe(value: Any) -> Any:
 def parse_request(schema: type[SchemaT], payload: Any) -> SchemaT:
     """Validate an already-decoded JSON value; raise RequestValidationFailed in FastAPI's shape."""
     try:
-        return schema.model_validate(payload)
+        return schema.model_validate(payload, from_attributes=True)  # as FastAPI does: same error types
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         raise RequestValidationFailed(json_safe_errors([{**e, "loc": ("body", *e["loc"])} for e in errors])) from None
