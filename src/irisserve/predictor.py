@@ -60,7 +60,7 @@ class OnnxBackend:
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ArtifactError(
-                f"ONNX Runtime {onnxruntime.__version__} cannot load {path}: {exc}. The manifest says it was "
+                f"ONNX Runtime {onnxruntime.__version__} cannot load {path}: {str(exc).strip()}. The manifest says it was "
                 f"exported with skl2onnx {manifest.libraries.get('skl2onnx', '?')} and checked with onnxruntime "
                 f"{checked_with}: install onnxruntime>={checked_with}, or retrain with the installed one."
             ) from None
