@@ -138,19 +138,34 @@ def _print_summary(results: dict[str, Any], paths: tuple[Path, Path, Path]) -> N
 
 
 def _print_local_figures(console: Any, results: dict[str, Any]) -> None:
+    """Both patterns side by side: cold start with its phases, warm load, memory; in-process inference first."""
+    from rich.table import Table
+
     for row in results["inprocess"]:
         if "error" in row:
             console.print(f"in-process {row['backend']}: not measured ({row['error']})")
         else:
-            console.print(f"in-process {row['backend']}: backend call p50 {row['backend_call']['p50_us']:.1f} µs, predict_rows p50 {row['predict_rows']['p50_us']:.1f} µs")
+            console.print(f"in-process {row['backend']}, one row: backend call p50 {row['backend_call']['p50_us']:.1f} µs, "
+                          f"predict_rows p50 {row['predict_rows']['p50_us']:.1f} µs")
+    cold = Table(title="Cold start, spawn → first 200 (medians)")
+    for column in ("Pattern", "Total s", "Phases (ms)"):
+        cold.add_column(column)
     for name, summary in results["cold_start"].items():
-        console.print(f"cold start {name}: median {summary['median_s']:.3f} s")
+        phases = ", ".join(f"{phase} {seconds * 1e3:.0f}" for phase, seconds in summary["median_phase_s"].items())
+        cold.add_row(name, f"{summary['median_s']:.3f}", phases)
+    console.print(cold)
+    warm = Table(title="Warm load (medians of repeats)")
+    for column in ("Pattern", "Load", "Clients", "req/s", "p50 ms", "p99 ms", "Errors"):
+        warm.add_column(column)
     for name, kinds in results["warm"]["patterns"].items():
         for kind, summary in kinds.items():
             med = summary["median_of_repeats"]
-            console.print(f"{name} {kind}: {med['throughput_rps']:.0f} req/s, p50 {med['p50_ms']:.2f} ms, p99 {med['p99_ms']:.2f} ms, {summary['errors']} errors")
+            warm.add_row(name, kind.replace("_", " "), str(summary["runs"][0]["concurrency"]), f"{med['throughput_rps']:.0f}",
+                         f"{med['p50_ms']:.2f}", f"{med['p99_ms']:.2f}", str(summary["errors"]))
+    console.print(warm)
     for name, mem in results["warm"]["memory"].items():
-        console.print(f"memory {name}: RSS {mem['rss_mb']:.1f} MB over {mem['processes']} process(es) after {mem['after_requests']} requests")
+        console.print(f"memory {name}: RSS {mem['rss_mb']:.1f} MB (PSS {mem['pss_mb'] or 0:.1f}) over {mem['processes']} process(es) "
+                      f"after {mem['after_requests']} requests")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
