@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections import Counter as Tally
@@ -34,6 +35,7 @@ from prometheus_client import (
 )
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from irisserve.lifecycle import MULTIPROC_ENV
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
     from irisserve.predictor import Predictor
     from irisserve.schemas import IrisFeatures
     from irisserve.settings import Settings
+
+logger = logging.getLogger("irisserve")
 
 PREFIX = "irisserve"
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -244,7 +248,7 @@ class ObservabilityMiddleware:
         self.app = app
         self.request_log = request_log
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._static_paths: frozenset[str] | None = None
+        self._templates: list[tuple[re.Pattern[str], str]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -289,15 +293,32 @@ class ObservabilityMiddleware:
         children[1].observe(seconds)
 
     def _route_label(self, scope: Scope) -> str:
-        """The matched route; for requests refused before routing (401, 413), the path if it is a route's."""
         route = scope.get("route")
         if route is not None:
             return getattr(route, "path", UNMATCHED_ROUTE)
-        if self._static_paths is None:
-            routes = getattr(scope.get("app"), "routes", ())
-            self._static_paths = frozenset(r.path for r in routes if "{" not in getattr(r, "path", "{"))
+        return self._template_of(scope)
+
+    def _template_of(self, scope: Scope) -> str:
+        """For a request answered before routing (401, 413) or by no route (404), the template its path fits.
+
+        Only these requests pay for the pattern matching; routed ones read the template off the route."""
+        if self._templates is None:
+            self._templates = route_templates(scope.get("app"))
         path = scope["path"]
-        return path if path in self._static_paths else UNMATCHED_ROUTE
+        for pattern, template in self._templates:
+            if pattern.fullmatch(path):
+                return template
+        return UNMATCHED_ROUTE
+
+
+def route_templates(app: Any) -> list[tuple[re.Pattern[str], str]]:
+    """Every path template the app serves: its OpenAPI paths (which include routers' prefixes) and plain routes."""
+    templates = {getattr(route, "path", None) for route in getattr(app, "routes", ())}
+    try:
+        templates |= set(app.openapi()["paths"])
+    except Exception:  # a broken schema must not break request counting
+        logger.exception("Cannot list the app's routes for metric labels")
+    return [(compile_path(template)[0], template) for template in sorted(t for t in templates if t)]
 
 
 # -- Logs -----------------------------------------------------------------------------------------
