@@ -29,6 +29,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -389,6 +390,18 @@ def check_running_container() -> float:
         check(not any(present.values()),
               f"final stage has no training libraries, pip or compilers {present}")
 
+        installed = json.loads(exec_in(name, "python", "-c", (
+            "import importlib.metadata as m, json; print(json.dumps("
+            "{d.metadata['Name']: d.version for d in m.distributions()}))")))
+        expected = dict(locked_pins(REPO / "requirements.txt"), irisserve=None)
+        found = {normalise(dist): version for dist, version in installed.items()}
+        unexpected = {dist: version for dist, version in found.items()
+                      if dist not in expected or expected[dist] not in (None, version)}
+        missing = sorted(set(expected) - set(found))
+        check(not unexpected and not missing,
+              f"the image holds exactly requirements.txt's {len(expected) - 1} pins and irisserve"
+              f"{f' (unexpected {unexpected}, missing {missing})' if unexpected or missing else ''}")
+
         health_rc = podman("healthcheck", "run", name, check_rc=False)
         check(health_rc.returncode == 0,
               f"HEALTHCHECK passes (podman healthcheck run -> {health_rc.returncode}"
@@ -457,6 +470,19 @@ def phases(port: int, wall_started: float) -> str:
                 f"{marks['model_loaded'] - marks['imports_done']:.3f} s, ready at "
                 f"{marks['ready'] - wall_started:.3f} s)")
     return ""
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\-]+)==(\S+)", line.strip())
+        if match:
+            pins[normalise(match[1])] = match[2]
+    return pins
 
 
 def image_size(image: str) -> int:
