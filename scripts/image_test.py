@@ -330,7 +330,8 @@ def wait_for(method: str, url: str, body: dict[str, Any] | None, name: str,
         if polls % 50 == 0 and not is_running(name):
             break
         time.sleep(0.005)
-    logs = podman("logs", name, check_rc=False).stdout + podman("logs", name, check_rc=False).stderr
+    output = podman("logs", name, check_rc=False)
+    logs = (output.stdout or "") + (output.stderr or "")
     raise CheckFailed(f"{url} never answered 200 (container {name}); its logs:\n{logs[-3000:]}")
 
 
