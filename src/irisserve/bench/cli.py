@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -168,6 +169,17 @@ def _print_local_figures(console: Any, results: dict[str, Any]) -> None:
                       f"after {mem['after_requests']} requests")
 
 
+def _finite(value: Any) -> Any:
+    """NaN (a figure with no samples, e.g. every request failed) becomes null: NaN is not JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from irisserve.bench import report
 
@@ -178,7 +190,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if results["mode"] == "local":
         results["targets"] = report.judge_targets(results)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths[0].write_text(json.dumps(results, indent=2, default=str) + "\n")
+    paths[0].write_text(json.dumps(_finite(results), indent=2, default=str, allow_nan=False) + "\n")
     report.draw_chart(results, paths[2])
     render = report.local_markdown if results["mode"] == "local" else report.remote_markdown
     paths[1].write_text(render(results, paths[2].name))

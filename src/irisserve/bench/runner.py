@@ -127,6 +127,16 @@ def _serving(specs: list[ServiceSpec], plan: LocalPlan) -> Iterator[dict[str, Se
         yield servers
 
 
+def _loads(spec: ServiceSpec, server: ServerProcess, plan: LocalPlan, turn: int) -> list[tuple[str, Endpoint, int, int]]:
+    """The loads of one repeat, as (kind, endpoint, requests, clients); /health goes first every other turn."""
+    predict = Endpoint.from_url(server.base_url + spec.predict_path, "POST", SEED_EXAMPLE)
+    loads = [("predict_concurrent", predict, plan.warm_requests, plan.concurrency)]
+    if spec.health_path == "/health":  # only the web service has a trivial endpoint to compare with
+        health = Endpoint.from_url(server.base_url + spec.health_path, "GET")
+        loads.insert(turn % 2, ("health_concurrent", health, plan.warm_requests, plan.concurrency))
+    return [*loads, ("predict_sequential", predict, plan.sequential_requests, 1)]
+
+
 def warm_load(specs: list[ServiceSpec], plan: LocalPlan, tick: Callable[[int], None]) -> dict[str, Any]:
     """Repeats of: /health and /predict at the chosen concurrency, then sequential /predict, per pattern."""
     warm = {spec.name: _Warm() for spec in specs}
@@ -135,15 +145,8 @@ def warm_load(specs: list[ServiceSpec], plan: LocalPlan, tick: Callable[[int], N
     with _serving(specs, plan) as servers:
         for turn in range(plan.repeats):
             for spec in _rotated(specs, turn):
-                server = servers[spec.name]
-                predict = Endpoint.from_url(server.base_url + spec.predict_path, "POST", SEED_EXAMPLE)
-                kinds: list[tuple[str, Endpoint, int, int]] = [("predict_concurrent", predict, plan.warm_requests, plan.concurrency)]
-                if spec.health_path == "/health":  # only the web service has a trivial endpoint to compare with
-                    health = Endpoint.from_url(server.base_url + spec.health_path, "GET")
-                    kinds.insert(turn % 2, ("health_concurrent", health, plan.warm_requests, plan.concurrency))
-                kinds.append(("predict_sequential", predict, plan.sequential_requests, 1))
                 rows = {}
-                for kind, endpoint, count, concurrency in kinds:
+                for kind, endpoint, count, concurrency in _loads(spec, servers[spec.name], plan, turn):
                     result = run_load(endpoint, requests=count, concurrency=concurrency, timeout=plan.timeout)
                     rows[kind] = warm[spec.name].add(kind, result)
                     served[spec.name] += count
