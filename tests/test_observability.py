@@ -107,6 +107,18 @@ def test_requests_are_counted_by_route_and_status(client: TestClient) -> None:
     assert inference == 4  # one model call per successful request, batch included
 
 
+def test_hostile_paths_and_methods_cannot_grow_the_labels(client: TestClient) -> None:
+    before = scrape(client)
+    for index in range(5):
+        client.get(f"/probe-{index}")
+        client.request(f"BREW{index}", "/predict")
+    after = scrape(client)
+    new_series = set(after) - set(before)
+    requests = {dict(labels)["route"] + " " + dict(labels)["method"] for name, labels in new_series if name == "irisserve_http_requests_total"}
+    assert requests <= {"unmatched GET", "/predict other"}
+    assert requests_counted(after, "/predict", 405, "other") - requests_counted(before, "/predict", 405, "other") == 5
+
+
 def test_predictions_and_out_of_range_inputs_are_counted(client: TestClient) -> None:
     before = scrape(client)
     response = client.post("/predict", json=OUT_OF_RANGE_EXAMPLE)

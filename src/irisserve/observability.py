@@ -2,7 +2,8 @@
 
 The middleware is plain ASGI (Starlette's BaseHTTPMiddleware costs tens of microseconds a request) and
 does a few dictionary look-ups per request: metric children are cached by label values, headers are
-scanned once, no regular expressions. With several workers, prometheus_client's multiprocess mode
+scanned once, and only requests no route handled are matched against the route templates. Every label
+value comes from a bounded set, so hostile paths or methods cannot grow the metrics. With several workers, prometheus_client's multiprocess mode
 (PROMETHEUS_MULTIPROC_DIR, set by ``irisserve serve``) lets /metrics add up every worker's counts.
 """
 
@@ -51,9 +52,10 @@ logger = logging.getLogger("irisserve")
 PREFIX = "irisserve"
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 INFERENCE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
-REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID_CHARS = 128
 UNMATCHED_ROUTE = "unmatched"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 ACCESS_LOGGER = "irisserve.access"
 TRACE_FIELD = "logging.googleapis.com/trace"
 SPAN_FIELD = "logging.googleapis.com/spanId"
@@ -282,12 +284,13 @@ class ObservabilityMiddleware:
 
     def _count(self, scope: Scope, status: int, seconds: float) -> None:
         route = self._route_label(scope)
-        key = (scope["method"], route, status)
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else OTHER_METHOD
+        key = (method, route, status)
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = (
-                REQUESTS.labels(scope["method"], route, str(status)),
-                REQUEST_SECONDS.labels(scope["method"], route),
+                REQUESTS.labels(method, route, str(status)),
+                REQUEST_SECONDS.labels(method, route),
             )
         children[0].inc()
         children[1].observe(seconds)
