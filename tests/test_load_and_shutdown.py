@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from irisserve.lifecycle import MULTIPROC_ENV, drain_on_signals, end_draining, is_draining, multiprocess_metrics_dir
 from support import SEED_EXAMPLE, VENV_BIN, RunningServer, free_port, run_server
 from test_observability import requests_counted, scrape_url, value
 
@@ -205,3 +207,32 @@ def test_sigterm_under_load_drains_in_flight_requests_and_exits_0(model_dir: Pat
     ]
     assert len(finished_at) == SLOW_UPLOADS
     assert drain_at < min(finished_at)  # readiness turned false before the in-flight requests completed
+
+
+def test_drain_hook_marks_draining_then_calls_the_servers_handler() -> None:
+    seen: list[int] = []
+
+    def server_handler(sig: int, frame: object) -> None:
+        seen.append(sig)
+
+    original = signal.signal(signal.SIGTERM, server_handler)
+    try:
+        restore = drain_on_signals()
+        signal.raise_signal(signal.SIGTERM)
+        assert is_draining()
+        assert seen == [signal.SIGTERM]
+        restore()
+        assert signal.getsignal(signal.SIGTERM) is server_handler
+    finally:
+        signal.signal(signal.SIGTERM, original)
+        end_draining()
+
+
+def test_metrics_folder_only_for_several_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    with multiprocess_metrics_dir(1) as folder:
+        assert folder is None and MULTIPROC_ENV not in os.environ
+    with multiprocess_metrics_dir(2) as folder:
+        assert folder is not None and folder.is_dir() and os.environ[MULTIPROC_ENV] == str(folder)
+        assert list(folder.iterdir()) == []
+    assert not folder.exists() and MULTIPROC_ENV not in os.environ

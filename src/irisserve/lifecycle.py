@@ -58,6 +58,7 @@ def multiprocess_metrics_dir(workers: int) -> Iterator[Path | None]:
         yield folder
     finally:
         if not preset:
+            del os.environ[MULTIPROC_ENV]
             shutil.rmtree(folder, ignore_errors=True)
 
 
