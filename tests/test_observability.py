@@ -324,6 +324,8 @@ def test_two_workers_metrics_add_up(model_dir: Path, tmp_path: Path) -> None:
             assert requests_counted(samples, "/predict", 200) == sent
             assert value(samples, "irisserve_predictions_total", **{"class": "setosa"}) == sent
             assert len(process_series(samples)) == 2
+    assert server.process.returncode == 0  # SIGTERM to the whole group: parent and workers shut down cleanly
+    assert metrics_dir.is_dir()  # a folder the operator named is kept; only its old files are cleared
 
 
 def process_series(samples: Samples) -> list[frozenset[tuple[str, str]]]:
