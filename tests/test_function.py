@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -281,6 +282,23 @@ def test_import_mode_loads_before_the_first_request(model_dir: Path, tmp_path: P
     marks = body["startup"]
     assert body["load_mode"] == "import"
     assert marks["imports_done"] <= marks["model_loaded"] <= marks["ready"] <= marks["first_request"]
+
+
+@pytest.mark.parametrize("mode", ["lazy", "import"])
+def test_worker_stops_cleanly_after_serving(model_dir: Path, tmp_path: Path, mode: str) -> None:
+    """With the model loaded before gunicorn forks (import mode), the worker must still exit at SIGTERM
+    instead of hanging in ONNX Runtime's teardown until gunicorn aborts it."""
+    port = free_port()
+    env = function_env(model_dir, IRISSERVE_FUNCTION_LOAD=mode)
+    with run_server(function_command(port), port=port, log_path=tmp_path / "log", env=env, ready_path="/") as server:
+        for _ in range(3):
+            assert httpx.post(server.base_url, json=SEED_EXAMPLE).json() == SEED_ANSWER
+        started = time.monotonic()
+        server.process.terminate()  # the master only, as a container runtime signals its PID 1
+        assert server.process.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    log = server.log()
+    assert "SIGABRT" not in log and "terminate called" not in log and "Traceback" not in log
 
 
 def test_lazy_mode_loads_on_the_first_request(live_function: RunningServer) -> None:

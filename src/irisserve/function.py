@@ -7,8 +7,11 @@ answer it with an HTML 500. The model lives in a module-level cache, filled on t
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -183,6 +186,20 @@ _ROUTES: dict[str, Callable[[flask.Request, Settings], Reply]] = {
     "OPTIONS": _preflight,
 }
 
+def _exit_without_native_teardown() -> None:
+    """End a forked worker without ONNX Runtime's C++ teardown.
+
+    functions-framework imports this module in gunicorn's master and then forks the worker. A child that
+    inherits an initialised ONNX Runtime predicts fine, but its teardown at exit waits for threads that
+    exist only in the parent: the worker hangs until gunicorn kills it (SIGABRT). Registered last, this
+    runs first among the atexit handlers."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 mark("imports_done")
 if get_settings().function_load == "import":
     load_model()
+    os.register_at_fork(after_in_child=lambda: atexit.register(_exit_without_native_teardown))
