@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from irisserve import __version__, v2
+from irisserve.deps import PredictorDep, SettingsDep
 from irisserve.errors import IrisServeError, ModelNotReadyError, RequestValidationFailed, error_body
 from irisserve.lifecycle import drain_on_signals, is_draining
 from irisserve.observability import (
@@ -47,17 +48,6 @@ DESCRIPTION = """Predict the species of an Iris flower from four measurements (c
 One ONNX model artifact, verified by SHA-256 at start-up, served by ONNX Runtime.
 Errors use FastAPI's shape: `{"detail": ...}`."""
 
-
-def get_predictor(request: Request) -> Predictor:
-    return request.app.state.predictor
-
-
-def get_app_settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-PredictorDep = Annotated[Predictor, Depends(get_predictor)]
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 router = APIRouter()
 
@@ -151,6 +141,9 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         description=DESCRIPTION,
         version=__version__,
         lifespan=lifespan,
+        # Prometheus and our own request log cover this; FastAPI's OpenTelemetry hook otherwise looks up
+        # three global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.predictor = predictor

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -28,6 +28,7 @@ from irisserve.errors import (
     ModelNotReadyError,
     RequestValidationFailed,
 )
+from irisserve.deps import PredictorDep, SettingsDep
 from irisserve.lifecycle import is_draining
 from irisserve.observability import predict_observed, record_validation_error, route_of
 from irisserve.predictor import Predictor
@@ -199,22 +200,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"model": V2Error, "description": "The model is not loaded (yet, or any more)."},
 }
 MODEL_ERRORS = {code: ERROR_RESPONSES[code] for code in (404, 503)}
-
-
-# --- Dependencies -----------------------------------------------------------------------------------
-# Read from app.state like app.py's own; importing app.py from here would be circular.
-
-
-def get_predictor(request: Request) -> Predictor:
-    return request.app.state.predictor
-
-
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-PredictorDep = Annotated[Predictor, Depends(get_predictor)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def find_model(predictor: Predictor, name: str, version: str | None) -> None:
