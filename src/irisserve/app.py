@@ -30,6 +30,7 @@ from irisserve.predictor import Predictor
 from irisserve.schemas import (
     BatchRequest,
     BatchResponse,
+    ErrorResponse,
     HealthResponse,
     IrisFeatures,
     ModelInfo,
@@ -52,6 +53,14 @@ Errors use FastAPI's shape: `{"detail": ...}`."""
 router = APIRouter()
 
 
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the ``{"detail": "..."}`` answers a route can give besides its 200 and 422."""
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+PREDICT_ERRORS = _errors(400, 401, 413, 503)
+
+
 @router.get("/health", response_model=HealthResponse, tags=["health"], responses={503: {"model": HealthResponse}})
 async def read_health(predictor: PredictorDep) -> Any:
     """Liveness and readiness: 200 once the model is loaded and warmed up, 503 before (and while draining)."""
@@ -65,7 +74,7 @@ async def read_health(predictor: PredictorDep) -> Any:
     return body if ready else JSONResponse(body, status_code=503)
 
 
-@router.post("/predict", response_model=PredictionResponse, tags=["predict"])
+@router.post("/predict", response_model=PredictionResponse, tags=["predict"], responses=PREDICT_ERRORS)
 async def create_prediction(features: IrisFeatures, predictor: PredictorDep) -> Any:
     """Predict one flower's species, with the probability of every class."""
     return predict_observed(predictor, [features])[0]
@@ -82,14 +91,20 @@ async def limit_batch_rows(request: Request, settings: SettingsDep) -> None:
         check_batch_size(len(instances), settings.max_batch_size)
 
 
-@router.post("/predict/batch", response_model=BatchResponse, tags=["predict"], dependencies=[Depends(limit_batch_rows)])
+@router.post(
+    "/predict/batch",
+    response_model=BatchResponse,
+    tags=["predict"],
+    responses=PREDICT_ERRORS,
+    dependencies=[Depends(limit_batch_rows)],
+)
 async def create_batch_prediction(batch: BatchRequest, predictor: PredictorDep, settings: SettingsDep) -> Any:
     """Predict many flowers in one vectorised call (up to IRISSERVE_MAX_BATCH_SIZE rows)."""
     check_batch_size(len(batch.instances), settings.max_batch_size)
     return {"predictions": predict_observed(predictor, batch.instances), "model_version": predictor.version}
 
 
-@router.get("/model/info", response_model=ModelInfo, tags=["model"])
+@router.get("/model/info", response_model=ModelInfo, tags=["model"], responses=_errors(401, 503))
 async def read_model_info(predictor: PredictorDep) -> Any:
     """The served model: type, version, features and their training ranges, metrics, artifact hashes."""
     if not predictor.ready:

@@ -20,9 +20,9 @@ from typing import Any
 import flask
 
 from irisserve.cors import cors_headers
-from irisserve.errors import ArtifactError, IrisServeError, ModelNotReadyError, PayloadTooLargeError, error_body
+from irisserve.errors import ArtifactError, IrisServeError, ModelNotReadyError, error_body
 from irisserve.predictor import Predictor
-from irisserve.schemas import BatchRequest, IrisFeatures, check_batch_size, decode_json, parse_request
+from irisserve.schemas import BatchRequest, IrisFeatures, body_too_large, check_batch_size, decode_json, parse_request
 from irisserve.settings import Settings, get_settings
 from irisserve.startup import STARTUP_MARKS, mark
 
@@ -112,7 +112,7 @@ def _read_body(request: flask.Request, limit: int) -> bytes:
     """The body, read no further than ``limit`` + 1 bytes, so an oversized (or chunked) body is refused unread."""
     length = request.content_length
     if length is not None and length > limit:
-        raise PayloadTooLargeError(_too_large(f"is {length} bytes", limit))
+        raise body_too_large(limit, length)
     chunks: list[bytes] = []
     received = 0
     while received <= limit:
@@ -122,16 +122,8 @@ def _read_body(request: flask.Request, limit: int) -> bytes:
         chunks.append(chunk)
         received += len(chunk)
     if received > limit:
-        raise PayloadTooLargeError(_too_large("is larger than that", limit))
+        raise body_too_large(limit)
     return b"".join(chunks)
-
-
-def _too_large(what: str, limit: int) -> str:
-    # Worded as the web service's body-limit middleware words it, so both front doors send the same 413.
-    return (
-        f"The request body {what}; the limit is {limit} bytes (setting IRISSERVE_MAX_BODY_BYTES). "
-        "Send fewer rows per request."
-    )
 
 
 def _health(request: flask.Request, settings: Settings) -> Reply:

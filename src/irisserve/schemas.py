@@ -66,6 +66,10 @@ class BatchResponse(BaseModel):
     model_version: str
 
 
+class ErrorResponse(BaseModel):
+    detail: str = Field(..., description="What went wrong and what to change.")
+
+
 class HealthResponse(BaseModel):
     status: str = Field(..., description="'healthy', or why not.")
     model_loaded: bool
@@ -144,3 +148,13 @@ def check_batch_size(count: int, limit: int) -> None:
         raise PayloadTooLargeError(
             f"The batch has {count} instances; the limit is {limit} (setting IRISSERVE_MAX_BATCH_SIZE)."
         )
+
+
+def body_too_large(limit: int, size: int | None = None) -> PayloadTooLargeError:
+    """The 413 for a body over IRISSERVE_MAX_BODY_BYTES (``size`` when Content-Length told it), worded
+    the same by both front doors."""
+    got = f"is {size} bytes" if size is not None else "is larger than that"
+    return PayloadTooLargeError(
+        f"The request body {got}; the limit is {limit} bytes (setting IRISSERVE_MAX_BODY_BYTES). "
+        "Send fewer rows per request."
+    )

@@ -21,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from irisserve.errors import AuthenticationError, IrisServeError, PayloadTooLargeError, error_body
+from irisserve.errors import AuthenticationError, IrisServeError, error_body
+from irisserve.schemas import body_too_large
 from irisserve.settings import ENV_PREFIX
 
 BEARER = "bearer"
@@ -63,19 +64,11 @@ def check_api_key(authorization: str | None, x_api_key: str | None, *, expected:
         raise AuthenticationError(WRONG_KEY)
 
 
-def body_limit_message(limit: int, size: int | None = None) -> str:
-    got = f"is {size} bytes" if size is not None else "is larger than that"
-    return (
-        f"The request body {got}; the limit is {limit} bytes (setting {ENV_PREFIX}MAX_BODY_BYTES). "
-        "Send fewer rows per request."
-    )
-
-
 class BodyTooLarge(HTTPException):
     """Raised from ``receive`` when a streamed body passes the limit; FastAPI answers it as 413 JSON."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(status_code=413, detail=body_limit_message(limit))
+        super().__init__(status_code=413, detail=str(body_too_large(limit)))
 
 
 async def send_error(send: Send, exc: IrisServeError, extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
@@ -134,7 +127,7 @@ class BodyLimitMiddleware:
             # The server delivers no more than Content-Length bytes, so a body within it needs no counting.
             size = int(declared)
             if size > self.max_body_bytes:
-                await send_error(send, PayloadTooLargeError(body_limit_message(self.max_body_bytes, size)))
+                await send_error(send, body_too_large(self.max_body_bytes, size))
                 return
             await self.app(scope, receive, send)
             return
@@ -165,7 +158,7 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if started:
                 raise
-            await send_error(send, PayloadTooLargeError(body_limit_message(limit)))
+            await send_error(send, body_too_large(limit))
 
 
 def cap_errors(errors: Sequence[dict[str, Any]], limit: int = MAX_ERRORS_SHOWN) -> list[dict[str, Any]]:
