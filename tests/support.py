@@ -18,6 +18,33 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 SEED_EXAMPLE = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+SEED_ANSWER = {
+    "prediction": "setosa",
+    "prediction_id": 0,
+    "confidence": 1.0,
+    "probabilities": {"setosa": 1.0, "versicolor": 0.0, "virginica": 0.0},
+    "model_version": "1.0.0",
+    "out_of_range_features": [],
+}
+VIRGINICA = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}
+
+
+def with_value(field: str, value: object) -> dict[str, object]:
+    """The seed example with one field changed."""
+    return {**SEED_EXAMPLE, field: value}
+
+
+# Each invalid /predict body, the field its error names, and the error type both front doors must give.
+INVALID_SINGLE = {
+    "missing field": ({k: v for k, v in SEED_EXAMPLE.items() if k != "petal_width"}, "petal_width", "missing"),
+    "string number": (with_value("sepal_length", "5.1"), "sepal_length", "float_type"),
+    "boolean": (with_value("sepal_width", True), "sepal_width", "float_type"),
+    "null": (with_value("petal_length", None), "petal_length", "float_type"),
+    "negative": (with_value("petal_length", -1.4), "petal_length", "greater_than"),
+    "zero": (with_value("petal_width", 0), "petal_width", "greater_than"),
+    "larger than float32": (with_value("sepal_length", 1e39), "sepal_length", "less_than_equal"),
+    "extra field": ({**SEED_EXAMPLE, "color": "blue"}, "color", "extra_forbidden"),
+}
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -16,16 +15,18 @@ from fastapi.testclient import TestClient
 from irisserve.app import create_app
 from irisserve.predictor import Predictor
 from irisserve.settings import Settings
-from support import REPO_ROOT, SEED_EXAMPLE, RunningServer, free_port, run_server, uvicorn_command
+from support import (
+    INVALID_SINGLE,
+    REPO_ROOT,
+    SEED_ANSWER,
+    SEED_EXAMPLE,
+    RunningServer,
+    free_port,
+    run_server,
+    uvicorn_command,
+    with_value,
+)
 
-SEED_ANSWER = {
-    "prediction": "setosa",
-    "prediction_id": 0,
-    "confidence": 1.0,
-    "probabilities": {"setosa": 1.0, "versicolor": 0.0, "virginica": 0.0},
-    "model_version": "1.0.0",
-    "out_of_range_features": [],
-}
 
 
 @pytest.fixture(scope="module", params=["in-process", "uvicorn"])
@@ -39,9 +40,6 @@ def client(request: pytest.FixtureRequest, model_dir: Path) -> Iterator[httpx.Cl
         with httpx.Client(base_url=server.base_url, timeout=10) as live_client:
             yield live_client
 
-
-def with_value(field: str, value: Any) -> dict[str, Any]:
-    return {**SEED_EXAMPLE, field: value}
 
 
 def test_health_reports_loaded_model(client: httpx.Client) -> None:
@@ -77,16 +75,6 @@ def test_out_of_range_input_is_predicted_and_flagged(client: httpx.Client) -> No
     assert body["prediction"] in {"setosa", "versicolor", "virginica"}
 
 
-INVALID_SINGLE = {
-    "missing field": ({k: v for k, v in SEED_EXAMPLE.items() if k != "petal_width"}, "petal_width", "missing"),
-    "string number": (with_value("sepal_length", "5.1"), "sepal_length", "float_type"),
-    "boolean": (with_value("sepal_width", True), "sepal_width", "float_type"),
-    "null": (with_value("petal_length", None), "petal_length", "float_type"),
-    "negative": (with_value("petal_length", -1.4), "petal_length", "greater_than"),
-    "zero": (with_value("petal_width", 0), "petal_width", "greater_than"),
-    "larger than float32": (with_value("sepal_length", 1e39), "sepal_length", "less_than_equal"),
-    "extra field": ({**SEED_EXAMPLE, "color": "blue"}, "color", "extra_forbidden"),
-}
 
 
 @pytest.mark.parametrize("case", INVALID_SINGLE, ids=list(INVALID_SINGLE))

@@ -18,15 +18,10 @@ from fastapi.testclient import TestClient
 
 from irisserve.app import create_app
 from irisserve.settings import Settings
-from support import SEED_EXAMPLE, RunningServer, free_port, run_server
+from support import SEED_EXAMPLE, VIRGINICA, RunningServer, free_port, run_server, with_value
 from test_function import function_app, function_command, function_env
 
 JSON = {"content-type": "application/json"}
-VIRGINICA = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}
-
-
-def with_value(field: str, value: Any) -> dict[str, Any]:
-    return {**SEED_EXAMPLE, field: value}
 
 
 def raw(template: str) -> bytes:

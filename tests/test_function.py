@@ -21,19 +21,21 @@ import pytest
 from irisserve import function
 from irisserve.predictor import Predictor
 from irisserve.settings import get_settings
-from support import REPO_ROOT, SEED_EXAMPLE, VENV_BIN, RunningServer, free_port, run_server
+from support import (
+    INVALID_SINGLE,
+    REPO_ROOT,
+    SEED_ANSWER,
+    SEED_EXAMPLE,
+    VENV_BIN,
+    VIRGINICA,
+    RunningServer,
+    free_port,
+    run_server,
+    with_value,
+)
 
 FUNCTION_SOURCE = REPO_ROOT / "cloud_function" / "main.py"
 ALLOWED_ORIGIN = "https://app.example"
-SEED_ANSWER = {
-    "prediction": "setosa",
-    "prediction_id": 0,
-    "confidence": 1.0,
-    "probabilities": {"setosa": 1.0, "versicolor": 0.0, "virginica": 0.0},
-    "model_version": "1.0.0",
-    "out_of_range_features": [],
-}
-VIRGINICA = {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}
 
 
 def function_env(model_dir: Path, **extra: str) -> dict[str, str]:
@@ -90,9 +92,6 @@ def client(request: pytest.FixtureRequest, model_dir: Path) -> Iterator[httpx.Cl
         yield live
 
 
-def with_value(field: str, value: Any) -> dict[str, Any]:
-    return {**SEED_EXAMPLE, field: value}
-
 
 def assert_json_error(response: httpx.Response, status: int) -> Any:
     assert response.status_code == status, response.text
@@ -144,16 +143,6 @@ def test_out_of_range_input_is_predicted_and_flagged(client: httpx.Client) -> No
     assert body["out_of_range_features"] == ["petal_width"]
 
 
-INVALID_SINGLE = {
-    "missing field": ({k: v for k, v in SEED_EXAMPLE.items() if k != "petal_width"}, "petal_width", "missing"),
-    "string number": (with_value("sepal_length", "5.1"), "sepal_length", "float_type"),
-    "boolean": (with_value("sepal_width", True), "sepal_width", "float_type"),
-    "null": (with_value("petal_length", None), "petal_length", "float_type"),
-    "negative": (with_value("petal_length", -1.4), "petal_length", "greater_than"),
-    "zero": (with_value("petal_width", 0), "petal_width", "greater_than"),
-    "larger than float32": (with_value("sepal_length", 1e39), "sepal_length", "less_than_equal"),
-    "extra field": ({**SEED_EXAMPLE, "color": "blue"}, "color", "extra_forbidden"),
-}
 
 
 @pytest.mark.parametrize("case", INVALID_SINGLE, ids=list(INVALID_SINGLE))

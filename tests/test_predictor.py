@@ -13,6 +13,7 @@ from sklearn.datasets import load_iris
 from irisserve.artifact import MANIFEST_NAME, ONNX_NAME, PICKLE_NAME
 from irisserve.errors import ArtifactError, ModelNotReadyError
 from irisserve.predictor import Predictor, decide
+from support import SEED_ANSWER
 
 IRIS = load_iris()
 
@@ -33,14 +34,7 @@ def sklearn_predictor(model_dir: Path) -> Predictor:
 
 def test_seed_example_is_setosa_with_full_confidence(onnx_predictor: Predictor) -> None:
     (result,) = onnx_predictor.predict_rows([[5.1, 3.5, 1.4, 0.2]])
-    assert result == {
-        "prediction": "setosa",
-        "prediction_id": 0,
-        "confidence": 1.0,
-        "probabilities": {"setosa": 1.0, "versicolor": 0.0, "virginica": 0.0},
-        "model_version": "1.0.0",
-        "out_of_range_features": [],
-    }
+    assert result == SEED_ANSWER
 
 
 def test_both_backends_agree_on_every_iris_row(onnx_predictor: Predictor, sklearn_predictor: Predictor) -> None:
