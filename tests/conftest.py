@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO_ROOT, RunningServer, free_port, run_server, uvicorn_command
+from support import REPO_ROOT, RunningServer, free_port, function_command, function_env, run_server, uvicorn_command
 
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "iris" / "1.0.0"
 
@@ -40,4 +40,13 @@ def live_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     log_path = tmp_path_factory.mktemp("logs") / "uvicorn.log"
     env = {"IRISSERVE_MODEL_DIR": str(model_dir)}
     with run_server(uvicorn_command(port), port=port, log_path=log_path, env=env) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def live_function(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A real functions-framework (gunicorn) process serving cloud_function/main.py, lazy loading."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("function") / "functions-framework.log"
+    with run_server(function_command(port), port=port, log_path=log_path, env=function_env(model_dir), ready_path="/") as server:
         yield server

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -115,6 +116,22 @@ def run_server(
         yield RunningServer(process, base_url, log_path)
     finally:
         stop(process)
+
+
+FUNCTION_SOURCE = REPO_ROOT / "cloud_function" / "main.py"
+ALLOWED_ORIGIN = "https://app.example"
+
+
+def function_env(model_dir: Path, **extra: str) -> dict[str, str]:
+    return {"IRISSERVE_MODEL_DIR": str(model_dir), "IRISSERVE_CORS_ORIGINS": json.dumps([ALLOWED_ORIGIN]), **extra}
+
+
+def function_command(port: int, source: Path = FUNCTION_SOURCE, bin_dir: Path = VENV_BIN) -> list[str]:
+    return [
+        str(bin_dir / "functions-framework"), "--source", str(source), "--target", "predict",
+        "--host", "127.0.0.1", "--port", str(port),
+    ]
+
 
 
 def uvicorn_command(port: int, app: str = "irisserve.app:app", *extra: str) -> list[str]:

@@ -16,8 +16,8 @@ import pytest
 
 from irisserve.bundle import BundleError, BundleInfo, build_bundle
 from irisserve.errors import ArtifactError
-from support import REPO_ROOT, SEED_EXAMPLE, RunningServer, free_port, run_server
-from test_function import SEED_ANSWER, assert_json_error, function_command
+from support import REPO_ROOT, SEED_ANSWER, SEED_EXAMPLE, RunningServer, free_port, function_command, run_server
+from test_function import assert_json_error
 
 FORBIDDEN = {"sklearn", "scipy", "fastapi", "joblib", "skl2onnx", "onnx"}
 FORBIDDEN_DISTRIBUTIONS = {"scikit-learn", "scipy", "fastapi", "joblib", "skl2onnx", "onnx"}

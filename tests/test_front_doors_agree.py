@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 
 from irisserve.app import create_app
 from irisserve.settings import Settings
-from support import SEED_EXAMPLE, VIRGINICA, RunningServer, free_port, run_server, with_value
-from test_function import function_app, function_command, function_env
+from support import SEED_EXAMPLE, VIRGINICA, RunningServer, function_env, with_value
+from test_function import function_app
 
 JSON = {"content-type": "application/json"}
 
@@ -76,20 +76,12 @@ class FrontDoors(NamedTuple):
     function: httpx.Client
 
 
-@pytest.fixture(scope="module")
-def function_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("agree") / "functions-framework.log"
-    with run_server(function_command(port), port=port, log_path=log_path, env=function_env(model_dir), ready_path="/") as server:
-        yield server
-
-
 @pytest.fixture(scope="module", params=["live processes", "in process"])
 def doors(request: pytest.FixtureRequest, model_dir: Path) -> Iterator[FrontDoors]:
     """uvicorn and functions-framework over HTTP; or FastAPI's TestClient and functions-framework's Flask app."""
     if request.param == "live processes":
         web_server: RunningServer = request.getfixturevalue("live_server")
-        function_server: RunningServer = request.getfixturevalue("function_server")
+        function_server: RunningServer = request.getfixturevalue("live_function")
         with httpx.Client(base_url=web_server.base_url, timeout=30) as web, \
                 httpx.Client(base_url=function_server.base_url, timeout=30) as fn:
             yield FrontDoors(web, fn)

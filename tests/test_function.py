@@ -22,32 +22,19 @@ from irisserve import function
 from irisserve.predictor import Predictor
 from irisserve.settings import get_settings
 from support import (
+    ALLOWED_ORIGIN,
+    FUNCTION_SOURCE,
     INVALID_SINGLE,
-    REPO_ROOT,
     SEED_ANSWER,
     SEED_EXAMPLE,
-    VENV_BIN,
     VIRGINICA,
     RunningServer,
     free_port,
+    function_command,
+    function_env,
     run_server,
     with_value,
 )
-
-FUNCTION_SOURCE = REPO_ROOT / "cloud_function" / "main.py"
-ALLOWED_ORIGIN = "https://app.example"
-
-
-def function_env(model_dir: Path, **extra: str) -> dict[str, str]:
-    return {"IRISSERVE_MODEL_DIR": str(model_dir), "IRISSERVE_CORS_ORIGINS": json.dumps([ALLOWED_ORIGIN]), **extra}
-
-
-def function_command(port: int, source: Path = FUNCTION_SOURCE, bin_dir: Path = VENV_BIN) -> list[str]:
-    return [
-        str(bin_dir / "functions-framework"), "--source", str(source), "--target", "predict",
-        "--host", "127.0.0.1", "--port", str(port),
-    ]
-
 
 @contextlib.contextmanager
 def function_app(env: Mapping[str, str]) -> Iterator[httpx.Client]:
@@ -69,15 +56,6 @@ def function_app(env: Mapping[str, str]) -> Iterator[httpx.Client]:
         os.environ.update(saved_env)
         get_settings.cache_clear()
         function._PREDICTOR = saved_predictor
-
-
-@pytest.fixture(scope="module")
-def live_function(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """A real functions-framework (gunicorn) process serving cloud_function/main.py, lazy loading."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("function") / "functions-framework.log"
-    with run_server(function_command(port), port=port, log_path=log_path, env=function_env(model_dir), ready_path="/") as server:
-        yield server
 
 
 @pytest.fixture(scope="module", params=["in-process", "functions-framework"])
