@@ -23,6 +23,12 @@ class ModelNotReadyError(IrisServeError):
     status_code = 503
 
 
+class UnknownModelError(IrisServeError):
+    """The path names a model or version this server does not serve (Open Inference Protocol routes)."""
+
+    status_code = 404
+
+
 class BadRequestError(IrisServeError):
     """The request cannot be read at all (for example, a body that is not JSON)."""
 

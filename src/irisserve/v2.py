@@ -27,6 +27,7 @@ from irisserve.errors import (
     IrisServeError,
     ModelNotReadyError,
     RequestValidationFailed,
+    UnknownModelError,
 )
 from irisserve.deps import PredictorDep, SettingsDep
 from irisserve.lifecycle import is_draining
@@ -52,12 +53,6 @@ EXAMPLE_REQUEST: dict[str, Any] = {
 }
 
 _ROWS = TypeAdapter(list[IrisFeatures])
-
-
-class UnknownModelError(IrisServeError):
-    """The path names a model or version this server does not serve."""
-
-    status_code = 404
 
 
 # --- The protocol's JSON objects ------------------------------------------------------------------
