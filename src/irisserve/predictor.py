@@ -120,6 +120,13 @@ class Predictor:
         return self._manifest
 
     @property
+    def backend(self) -> _ProbabilityModel:
+        """The loaded backend: ``backend.predict_proba(float32 matrix)`` is the bare model call."""
+        if self._backend is None:
+            raise ModelNotReadyError("The model is not loaded yet.")
+        return self._backend
+
+    @property
     def version(self) -> str | None:
         return self._manifest.version if self._manifest else None
 

@@ -46,7 +46,7 @@ def measure_backend(model_dir: Path, backend: str, *, calls: int, repeats: int) 
     row = [SEED_EXAMPLE[name] for name in FEATURE_NAMES]
     raw_input = np.asarray([row], dtype=np.float32)
     # Predictor has no public hook for the bare backend call; the benchmark reads the private attribute.
-    backend_call = predictor._backend.predict_proba  # noqa: SLF001
+    backend_call = predictor.backend.predict_proba
     if backend == "sklearn":
         calls = min(calls, SKLEARN_MAX_CALLS)
     paths = {"backend_call": lambda: backend_call(raw_input), "predict_rows": lambda: predictor.predict_rows([row])}
