@@ -296,10 +296,7 @@ class ObservabilityMiddleware:
         children[1].observe(seconds)
 
     def _route_label(self, scope: Scope) -> str:
-        route = scope.get("route")
-        if route is not None:
-            return getattr(route, "path", UNMATCHED_ROUTE)
-        return self._template_of(scope)
+        return route_of(scope) if scope.get("route") is not None else self._template_of(scope)
 
     def _template_of(self, scope: Scope) -> str:
         """For a request answered before routing (401, 413) or by no route (404), the template its path fits.
