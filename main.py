@@ -1,5 +1,5 @@
 """Seed-compatible entry point: ``uvicorn main:app --port 8000``."""
 
-from irisserve.app import create_app
+from irisserve.web.app import create_app
 
 app = create_app()

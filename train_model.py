@@ -2,7 +2,7 @@
 
 import sys
 
-from irisserve.cli import main
+from irisserve.tools.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["train", *sys.argv[1:]]))

@@ -1,4 +1,4 @@
-"""Cloud Functions (gen2) entry point ``predict``: a thin shell over ``irisserve.function``.
+"""Cloud Functions (gen2) entry point ``predict``: a thin shell over ``irisserve.function.handler``.
 
 Locally:  functions-framework --source cloud_function/main.py --target predict --port 8080
 Deploy:   irisserve bundle-function --out build/cloud_function, then
@@ -25,7 +25,7 @@ if (HERE / "irisserve" / "__init__.py").is_file():
 if (HERE / "model" / "manifest.json").is_file():
     os.environ.setdefault("IRISSERVE_MODEL_DIR", str(HERE / "model"))
 
-from irisserve.function import handle, load_model  # noqa: E402  (sys.path and the model dir must be set first)
+from irisserve.function.handler import handle, load_model  # noqa: E402  (sys.path and the model dir must be set first)
 
 __all__ = ["load_model", "predict"]
 

@@ -18,7 +18,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's artifact; trained into a temporary folder if it does not exist yet."""
     if (DEFAULT_MODEL_DIR / "manifest.json").is_file():
         return DEFAULT_MODEL_DIR
-    from irisserve.training import train
+    from irisserve.tools.training import train
 
     folder = tmp_path_factory.mktemp("model") / "1.0.0"
     train(folder)
@@ -35,7 +35,7 @@ def artifact_copy(model_dir: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def live_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """A real uvicorn process serving irisserve.app:app on a free loopback port, shared by a test session."""
+    """A real uvicorn process serving irisserve.web.app:app on a free loopback port, shared by a test session."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("logs") / "uvicorn.log"
     env = {"IRISSERVE_MODEL_DIR": str(model_dir)}

@@ -134,5 +134,5 @@ def function_command(port: int, source: Path = FUNCTION_SOURCE, bin_dir: Path = 
 
 
 
-def uvicorn_command(port: int, app: str = "irisserve.app:app", *extra: str) -> list[str]:
+def uvicorn_command(port: int, app: str = "irisserve.web.app:app", *extra: str) -> list[str]:
     return [str(VENV_BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port), *extra]

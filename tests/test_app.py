@@ -12,9 +12,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from irisserve.app import create_app
-from irisserve.predictor import Predictor
-from irisserve.settings import Settings
+from irisserve.web.app import create_app
+from irisserve.core.predictor import Predictor
+from irisserve.core.settings import Settings
 from support import (
     INVALID_SINGLE,
     REPO_ROOT,

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from irisserve.bench.cli import main
-from irisserve.bench.errors import BenchError
-from irisserve.bench.local import ServiceSpec, cloud_function, started
-from irisserve.bundle import build_bundle
+from irisserve.tools.bench.cli import main
+from irisserve.tools.bench.errors import BenchError
+from irisserve.tools.bench.local import ServiceSpec, cloud_function, started
+from irisserve.tools.bundle import build_bundle
 from support import REPO_ROOT, VENV_BIN, RunningServer, free_port
 
 TINY_LOCAL = ["--cold-starts", "1", "--num-requests", "20", "--sequential-requests", "5", "--repeats", "1",

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from irisserve.bundle import BundleError, BundleInfo, build_bundle
-from irisserve.errors import ArtifactError
+from irisserve.tools.bundle import BundleError, BundleInfo, build_bundle
+from irisserve.core.errors import ArtifactError
 from support import REPO_ROOT, SEED_ANSWER, SEED_EXAMPLE, RunningServer, free_port, function_command, run_server
 from test_function import assert_json_error
 
@@ -34,9 +34,11 @@ def test_bundle_holds_main_pins_package_and_verified_artifact(bundle: BundleInfo
     assert {"main.py", "requirements.txt", "bundle.json", ".gcloudignore"} <= files
     assert {"model/manifest.json", "model/model.onnx"} <= files
     package = {name.removeprefix("irisserve/") for name in files if name.startswith("irisserve/")}
-    assert {"__init__.py", "function.py", "predictor.py", "schemas.py", "settings.py", "errors.py"} <= package
-    assert not package & {"training.py", "app.py", "cli.py", "bundle.py"}
-    assert not any(name.startswith("irisserve/bench") for name in files)
+    assert {
+        "__init__.py", "core/__init__.py", "function/__init__.py", "function/handler.py", "core/predictor.py",
+        "core/settings.py", "core/errors.py",
+    } <= package
+    assert not any(name.startswith(("tools/", "web/")) for name in package), package
     assert (bundle.path / "main.py").read_bytes() == (REPO_ROOT / "cloud_function" / "main.py").read_bytes()
     assert (bundle.path / "model" / "manifest.json").read_bytes() == (model_dir / "manifest.json").read_bytes()
     assert bundle.size_bytes == sum(p.stat().st_size for p in bundle.path.rglob("*") if p.is_file())
@@ -64,7 +66,8 @@ def test_bundled_code_imports_only_what_the_bundle_holds(bundle: BundleInfo) -> 
                 top, _, rest = name.partition(".")
                 assert top not in FORBIDDEN, f"{path} imports {name}"
                 if top == "irisserve" and rest:
-                    assert (bundle.path / "irisserve" / f"{rest.split('.')[0]}.py").is_file(), f"{path}: {name}"
+                    module = bundle.path / "irisserve" / rest.replace(".", "/")
+                    assert module.with_suffix(".py").is_file() or (module / "__init__.py").is_file(), f"{path}: {name}"
 
 
 def test_bundle_serves_from_its_own_folder_without_training_libraries(bundle: BundleInfo, tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from irisserve.app import create_app
-from irisserve.settings import Settings
+from irisserve.web.app import create_app
+from irisserve.core.settings import Settings
 from support import SEED_EXAMPLE, VIRGINICA, RunningServer, function_env, with_value
 from test_function import function_app
 
@@ -66,7 +66,7 @@ CASES: dict[str, tuple[bool, bytes]] = {
 
 
 # FastAPI validates a body with from_attributes=True, so a value that is not an object fails as
-# "model_attributes_type"; irisserve.schemas.parse_request calls model_validate without it ("model_type").
+# "model_attributes_type"; irisserve.core.schemas.parse_request calls model_validate without it ("model_type").
 # Same status and loc, different type and msg. Fix in schemas.py: model_validate(payload, from_attributes=True).
 NOT_AN_OBJECT = {"array instead of object", "string instead of object", "null body", "row not an object"}
 

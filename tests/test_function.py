@@ -18,9 +18,9 @@ import functions_framework
 import httpx
 import pytest
 
-from irisserve import function
-from irisserve.predictor import Predictor
-from irisserve.settings import get_settings
+from irisserve.function import handler as function
+from irisserve.core.predictor import Predictor
+from irisserve.core.settings import get_settings
 from support import (
     ALLOWED_ORIGIN,
     FUNCTION_SOURCE,
@@ -276,7 +276,7 @@ def test_lazy_mode_loads_on_the_first_request(live_function: RunningServer) -> N
 
 @pytest.mark.parametrize("mode, loaded", [("lazy", False), ("import", True)])
 def test_load_setting_decides_whether_import_loads_the_model(model_dir: Path, mode: str, loaded: bool) -> None:
-    script = "from irisserve import function; print(function._PREDICTOR is not None)"
+    script = "from irisserve.function import handler as function; print(function._PREDICTOR is not None)"
     env = {**os.environ, "IRISSERVE_MODEL_DIR": str(model_dir), "IRISSERVE_FUNCTION_LOAD": mode}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from irisserve.lifecycle import MULTIPROC_ENV, drain_on_signals, end_draining, is_draining, multiprocess_metrics_dir
+from irisserve.ops.lifecycle import MULTIPROC_ENV, drain_on_signals, end_draining, is_draining, multiprocess_metrics_dir
 from support import SEED_EXAMPLE, VENV_BIN, RunningServer, free_port, run_server
 from test_observability import requests_counted, scrape_url, value
 

@@ -15,10 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from irisserve import lifecycle
-from irisserve.app import create_app
-from irisserve.observability import Trace, parse_cloud_trace_context, parse_traceparent, use_json_logs
-from irisserve.settings import Settings
+from irisserve.ops import lifecycle
+from irisserve.web.app import create_app
+from irisserve.ops.observability import Trace, parse_cloud_trace_context, parse_traceparent, use_json_logs
+from irisserve.core.settings import Settings
 from support import SEED_EXAMPLE, VENV_BIN, RunningServer, free_port, run_server
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sklearn.datasets import load_iris
 
-from irisserve.artifact import MANIFEST_NAME, ONNX_NAME, PICKLE_NAME
-from irisserve.errors import ArtifactError, ModelNotReadyError
-from irisserve.predictor import Predictor, decide
+from irisserve.core.artifact import MANIFEST_NAME, ONNX_NAME, PICKLE_NAME
+from irisserve.core.errors import ArtifactError, ModelNotReadyError
+from irisserve.core.predictor import Predictor, decide
 from support import SEED_ANSWER
 
 IRIS = load_iris()
@@ -129,8 +129,8 @@ def test_onnx_serving_path_never_imports_scikit_learn_or_scipy(model_dir: Path) 
     code = (
         "import sys\n"
         "from fastapi.testclient import TestClient\n"
-        "from irisserve.app import create_app\n"
-        "from irisserve.settings import Settings\n"
+        "from irisserve.web.app import create_app\n"
+        "from irisserve.core.settings import Settings\n"
         f"app = create_app(Settings(model_dir={str(model_dir)!r}))\n"
         "with TestClient(app) as client:\n"
         "    assert client.post('/predict', json={'sepal_length': 5.1, 'sepal_width': 3.5,"

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from irisserve.app import create_app
-from irisserve.errors import PayloadTooLargeError, RequestValidationFailed
-from irisserve.schemas import (
+from irisserve.web.app import create_app
+from irisserve.core.errors import PayloadTooLargeError, RequestValidationFailed
+from irisserve.core.schemas import (
     FEATURE_NAMES,
     FLOAT32_MAX,
     SEED_EXAMPLE,
@@ -26,7 +26,7 @@ from irisserve.schemas import (
     json_safe_errors,
     parse_request,
 )
-from irisserve.settings import Settings
+from irisserve.core.settings import Settings
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 APP_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

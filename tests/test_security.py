@@ -13,13 +13,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from irisserve import security
-from irisserve.app import create_app
-from irisserve.artifact import MANIFEST_NAME, ONNX_NAME, describe_file
-from irisserve.errors import ArtifactError
-from irisserve.predictor import Predictor
-from irisserve.security import BodyLimitMiddleware
-from irisserve.settings import Settings
+from irisserve.ops import limits as security
+from irisserve.web.app import create_app
+from irisserve.core.artifact import MANIFEST_NAME, ONNX_NAME, describe_file
+from irisserve.core.errors import ArtifactError
+from irisserve.core.predictor import Predictor
+from irisserve.ops.limits import BodyLimitMiddleware
+from irisserve.core.settings import Settings
 from support import SEED_EXAMPLE, RunningServer, free_port, run_server, uvicorn_command
 
 API_KEY = "s3cret-key"

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
-from irisserve import training
-from irisserve.artifact import MANIFEST_NAME, ONNX_NAME, PICKLE_NAME, sha256_file
-from irisserve.errors import ArtifactError
-from irisserve.predictor import Predictor
+from irisserve.tools import training
+from irisserve.core.artifact import MANIFEST_NAME, ONNX_NAME, PICKLE_NAME, sha256_file
+from irisserve.core.errors import ArtifactError
+from irisserve.core.predictor import Predictor
 
 
 def test_artifact_folder_holds_model_files_and_manifest(model_dir: Path) -> None:

@@ -15,10 +15,10 @@ from sklearn.datasets import load_iris
 from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
-from irisserve.app import create_app
-from irisserve.lifecycle import begin_draining, end_draining
-from irisserve.schemas import FEATURE_NAMES
-from irisserve.settings import Settings
+from irisserve.web.app import create_app
+from irisserve.ops.lifecycle import begin_draining, end_draining
+from irisserve.core.schemas import FEATURE_NAMES
+from irisserve.core.settings import Settings
 from support import RunningServer
 
 MODEL = "iris"

@@ -9,8 +9,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from irisserve.predictor import Predictor
-from irisserve.settings import Settings
+from irisserve.core.predictor import Predictor
+from irisserve.core.settings import Settings
 
 
 async def get_predictor(request: Request) -> Predictor:

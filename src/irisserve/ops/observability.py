@@ -39,13 +39,13 @@ from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from irisserve.lifecycle import MULTIPROC_ENV
-from irisserve.schemas import FEATURE_NAMES
+from irisserve.ops.lifecycle import MULTIPROC_ENV
+from irisserve.core.schemas import FEATURE_NAMES
 
 if TYPE_CHECKING:
-    from irisserve.predictor import Predictor
-    from irisserve.schemas import IrisFeatures
-    from irisserve.settings import Settings
+    from irisserve.core.predictor import Predictor
+    from irisserve.core.schemas import IrisFeatures
+    from irisserve.core.settings import Settings
 
 logger = logging.getLogger("irisserve")
 

@@ -1,4 +1,4 @@
-"""The container web service: FastAPI routes over the shared Predictor (``uvicorn irisserve.app:app``)."""
+"""The container web service: FastAPI routes over the shared Predictor (``uvicorn irisserve.web.app:app``)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from irisserve import __version__, v2
-from irisserve.deps import PredictorDep, SettingsDep
-from irisserve.errors import IrisServeError, ModelNotReadyError, RequestValidationFailed, error_body
-from irisserve.lifecycle import drain_on_signals, is_draining
-from irisserve.observability import (
+from irisserve import __version__
+from irisserve.web import v2
+from irisserve.web.deps import PredictorDep, SettingsDep
+from irisserve.core.errors import IrisServeError, ModelNotReadyError, RequestValidationFailed, error_body
+from irisserve.ops.lifecycle import drain_on_signals, is_draining
+from irisserve.ops.observability import (
     ObservabilityMiddleware,
     configure_logging,
     mark_worker_exited,
@@ -26,8 +27,8 @@ from irisserve.observability import (
     record_validation_error,
     route_of,
 )
-from irisserve.predictor import Predictor
-from irisserve.schemas import (
+from irisserve.core.predictor import Predictor
+from irisserve.core.schemas import (
     BatchRequest,
     BatchResponse,
     ErrorResponse,
@@ -38,9 +39,9 @@ from irisserve.schemas import (
     check_batch_size,
     json_safe_errors,
 )
-from irisserve.security import ApiKeyMiddleware, BodyLimitMiddleware, cap_errors, handle_http_exception
-from irisserve.settings import Settings, get_settings
-from irisserve.startup import STARTUP_MARKS, mark
+from irisserve.ops.limits import ApiKeyMiddleware, BodyLimitMiddleware, cap_errors, handle_http_exception
+from irisserve.core.settings import Settings, get_settings
+from irisserve.core.startup import STARTUP_MARKS, mark
 
 logger = logging.getLogger("irisserve")
 
@@ -186,7 +187,7 @@ mark("imports_done")
 
 
 def __getattr__(name: str) -> Any:
-    """``irisserve.app:app`` is built on first access, so importing this module reads no settings."""
+    """``irisserve.web.app:app`` is built on first access, so importing this module reads no settings."""
     if name == "app":
         globals()["app"] = create_app()
         return globals()["app"]

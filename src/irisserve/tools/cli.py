@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from irisserve.errors import IrisServeError
+from irisserve.core.errors import IrisServeError
 
 
 def _train(args: argparse.Namespace) -> int:
-    from irisserve.training import train
+    from irisserve.tools.training import train
 
     out = args.out or Path("models") / "iris" / args.version
     manifest = train(out, version=args.version)
@@ -28,14 +28,14 @@ def _train(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from irisserve.lifecycle import exit_cleanly_on_signals, multiprocess_metrics_dir
-    from irisserve.settings import get_settings
+    from irisserve.ops.lifecycle import exit_cleanly_on_signals, multiprocess_metrics_dir
+    from irisserve.core.settings import get_settings
 
     settings = get_settings()
     exit_cleanly_on_signals()
     with multiprocess_metrics_dir(settings.workers):
         uvicorn.run(
-            "irisserve.app:app",
+            "irisserve.web.app:app",
             host=settings.host,
             port=settings.port,
             workers=settings.workers,
@@ -47,8 +47,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _bundle_function(args: argparse.Namespace) -> int:
-    from irisserve.bundle import build_bundle
-    from irisserve.settings import get_settings
+    from irisserve.tools.bundle import build_bundle
+    from irisserve.core.settings import get_settings
 
     info = build_bundle(args.out, args.model_dir or get_settings().model_dir)
     print(f"Wrote {info.path}: {len(info.files)} files, {info.size_mb:.2f} MB (model {info.model_version})")
@@ -56,7 +56,7 @@ def _bundle_function(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from irisserve.bench.cli import main as bench_main
+    from irisserve.tools.bench.cli import main as bench_main
 
     return bench_main(args.args)
 

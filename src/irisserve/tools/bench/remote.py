@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 
-from irisserve.bench.errors import BenchError, answer_error, transport_error
-from irisserve.bench.load import LoadResult
-from irisserve.bench.stats import cdf_ms
-from irisserve.schemas import SEED_EXAMPLE
+from irisserve.tools.bench.errors import BenchError, answer_error, transport_error
+from irisserve.tools.bench.load import LoadResult
+from irisserve.tools.bench.stats import cdf_ms
+from irisserve.core.schemas import SEED_EXAMPLE
 
 NOT_MEASURED = (
     "Cold start inside the platform (instance scheduling, container or function start, model load) cannot be "

@@ -10,10 +10,10 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from irisserve.artifact import ONNX_NAME, PICKLE_NAME, Manifest, load_verified_manifest
-from irisserve.errors import ArtifactError, ModelNotReadyError
-from irisserve.schemas import FEATURE_NAMES, IrisFeatures
-from irisserve.startup import mark
+from irisserve.core.artifact import ONNX_NAME, PICKLE_NAME, Manifest, load_verified_manifest
+from irisserve.core.errors import ArtifactError, ModelNotReadyError
+from irisserve.core.schemas import FEATURE_NAMES, IrisFeatures
+from irisserve.core.startup import mark
 
 Backend = Literal["onnx", "sklearn"]
 BACKENDS: tuple[Backend, ...] = ("onnx", "sklearn")

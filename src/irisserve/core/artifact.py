@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from irisserve.errors import ArtifactError
+from irisserve.core.errors import ArtifactError
 
 MANIFEST_NAME = "manifest.json"
 ONNX_NAME = "model.onnx"

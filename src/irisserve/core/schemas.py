@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from irisserve.errors import BadRequestError, PayloadTooLargeError, RequestValidationFailed
+from irisserve.core.errors import BadRequestError, PayloadTooLargeError, RequestValidationFailed
 
 FEATURE_NAMES: tuple[str, ...] = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 # ONNX Runtime computes in float32; a larger value would silently become infinity.

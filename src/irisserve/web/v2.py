@@ -22,19 +22,19 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from irisserve import __version__
-from irisserve.errors import (
+from irisserve.core.errors import (
     BadRequestError,
     IrisServeError,
     ModelNotReadyError,
     RequestValidationFailed,
     UnknownModelError,
 )
-from irisserve.deps import PredictorDep, SettingsDep
-from irisserve.lifecycle import is_draining
-from irisserve.observability import predict_observed, record_validation_error, route_of
-from irisserve.predictor import Predictor
-from irisserve.schemas import FEATURE_NAMES, SEED_EXAMPLE, IrisFeatures, check_batch_size, decode_json, json_safe_errors
-from irisserve.settings import Settings
+from irisserve.web.deps import PredictorDep, SettingsDep
+from irisserve.ops.lifecycle import is_draining
+from irisserve.ops.observability import predict_observed, record_validation_error, route_of
+from irisserve.core.predictor import Predictor
+from irisserve.core.schemas import FEATURE_NAMES, SEED_EXAMPLE, IrisFeatures, check_batch_size, decode_json, json_safe_errors
+from irisserve.core.settings import Settings
 
 SERVER_NAME = "irisserve"
 EXTENSIONS = ["binary_tensor_data"]

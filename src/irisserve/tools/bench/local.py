@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irisserve.bench.errors import BenchError
-from irisserve.schemas import SEED_EXAMPLE
+from irisserve.tools.bench.errors import BenchError
+from irisserve.core.schemas import SEED_EXAMPLE
 
 LOOPBACK = "127.0.0.1"
 POLL_INTERVAL_S = 0.002  # the first-response phase is only this precise; a refused connect costs ~50 µs
@@ -58,7 +58,7 @@ class ServiceSpec:
 def web_service(model_dir: Path, *, backend: str = "onnx", name: str = "web") -> ServiceSpec:
     """The container's command, one worker, settings from the environment as Cloud Run passes them."""
     script = VENV_BIN / "irisserve"
-    command = (str(script), "serve") if script.exists() else (sys.executable, "-m", "irisserve.cli", "serve")
+    command = (str(script), "serve") if script.exists() else (sys.executable, "-m", "irisserve.tools.cli", "serve")
     env = {
         "IRISSERVE_HOST": LOOPBACK,
         "IRISSERVE_MODEL_DIR": str(Path(model_dir).resolve()),

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from irisserve.bench.errors import BenchError
-from irisserve.errors import IrisServeError
+from irisserve.tools.bench.errors import BenchError
+from irisserve.core.errors import IrisServeError
 
 DEFAULT_OUT_DIR = Path("bench-out")
 DEFAULT_MODEL_DIR = Path("models/iris/1.0.0")
@@ -87,7 +87,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int], Callable[[int], No
 
 
 def _run_local(args: argparse.Namespace, out_dir: Path, progress: Callable[[str, int], Callable[[int], None]]) -> dict[str, Any]:
-    from irisserve.bench.runner import LocalPlan, run_local
+    from irisserve.tools.bench.runner import LocalPlan, run_local
 
     if not (args.model_dir / "manifest.json").is_file():
         raise BenchError(f"No model artifact at {args.model_dir} (manifest.json missing); run `irisserve train` or `make model`.")
@@ -101,7 +101,7 @@ def _run_local(args: argparse.Namespace, out_dir: Path, progress: Callable[[str,
 
 
 def _run_remote(args: argparse.Namespace, progress: Callable[[str, int], Callable[[int], None]]) -> dict[str, Any]:
-    from irisserve.bench.remote import RemoteTarget, run_remote
+    from irisserve.tools.bench.remote import RemoteTarget, run_remote
 
     targets = []
     if args.cloud_run_url:
@@ -119,7 +119,7 @@ def _print_summary(results: dict[str, Any], paths: tuple[Path, Path, Path]) -> N
     from rich.console import Console
     from rich.table import Table
 
-    from irisserve.bench.report import judge_targets
+    from irisserve.tools.bench.report import judge_targets
 
     console = Console()
     if results["mode"] == "local":
@@ -181,7 +181,7 @@ def _finite(value: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from irisserve.bench import report
+    from irisserve.tools.bench import report
 
     paths = _paths(args.output)
     out_dir = paths[0].parent

@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from irisserve.errors import AuthenticationError, IrisServeError, error_body
-from irisserve.schemas import body_too_large
-from irisserve.settings import ENV_PREFIX
+from irisserve.core.errors import AuthenticationError, IrisServeError, error_body
+from irisserve.core.schemas import body_too_large
+from irisserve.core.settings import ENV_PREFIX
 
 BEARER = "bearer"
 MISSING_KEY = (

@@ -19,12 +19,12 @@ from typing import Any
 
 import flask
 
-from irisserve.cors import cors_headers
-from irisserve.errors import ArtifactError, IrisServeError, ModelNotReadyError, error_body
-from irisserve.predictor import Predictor
-from irisserve.schemas import BatchRequest, IrisFeatures, body_too_large, check_batch_size, decode_json, parse_request
-from irisserve.settings import Settings, get_settings
-from irisserve.startup import STARTUP_MARKS, mark
+from irisserve.ops.cors import cors_headers
+from irisserve.core.errors import ArtifactError, IrisServeError, ModelNotReadyError, error_body
+from irisserve.core.predictor import Predictor
+from irisserve.core.schemas import BatchRequest, IrisFeatures, body_too_large, check_batch_size, decode_json, parse_request
+from irisserve.core.settings import Settings, get_settings
+from irisserve.core.startup import STARTUP_MARKS, mark
 
 logger = logging.getLogger("irisserve")
 

@@ -20,10 +20,10 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
 
-from irisserve.artifact import FORMAT_VERSION, ONNX_NAME, PICKLE_NAME, describe_file, write_manifest
-from irisserve.errors import ArtifactError
-from irisserve.predictor import decide
-from irisserve.schemas import FEATURE_NAMES
+from irisserve.core.artifact import FORMAT_VERSION, ONNX_NAME, PICKLE_NAME, describe_file, write_manifest
+from irisserve.core.errors import ArtifactError
+from irisserve.core.predictor import decide
+from irisserve.core.schemas import FEATURE_NAMES
 
 MODEL_NAME = "iris"
 DEFAULT_VERSION = "1.0.0"

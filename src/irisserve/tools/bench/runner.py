@@ -11,11 +11,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irisserve.bench import inprocess
-from irisserve.bench.load import Endpoint, LoadResult, run_load
-from irisserve.bench.local import ServerProcess, ServiceSpec, cloud_function, memory, started, web_service
-from irisserve.bench.stats import cdf_ms, median, median_of
-from irisserve.schemas import SEED_EXAMPLE
+from irisserve.tools.bench import inprocess
+from irisserve.tools.bench.load import Endpoint, LoadResult, run_load
+from irisserve.tools.bench.local import ServerProcess, ServiceSpec, cloud_function, memory, started, web_service
+from irisserve.tools.bench.stats import cdf_ms, median, median_of
+from irisserve.core.schemas import SEED_EXAMPLE
 
 MEMORY_AFTER_REQUESTS = 1000
 # A task is (description, total); the sink returns the function that advances it.
@@ -187,6 +187,6 @@ def run_local(plan: LocalPlan, progress: ProgressSink = no_progress) -> dict[str
 
 
 def _build_bundle(plan: LocalPlan) -> Path:
-    from irisserve.bundle import build_bundle
+    from irisserve.tools.bundle import build_bundle
 
     return build_bundle(plan.out_dir / "function-bundle", plan.model_dir).path

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from irisserve import __version__
-from irisserve.artifact import MANIFEST_NAME, load_verified_manifest, sha256_file
-from irisserve.errors import IrisServeError
+from irisserve.core.artifact import MANIFEST_NAME, load_verified_manifest, sha256_file
+from irisserve.core.errors import IrisServeError
 
 PACKAGE = "irisserve"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # bundle-function is a tool for the source checkout: main.py and the pins live beside src/, not in the package.
 SOURCE_ROOT = PACKAGE_DIR.parents[1]
 ENTRY_POINT = Path("cloud_function") / "main.py"
@@ -56,9 +56,10 @@ def build_bundle(out_dir: Path, model_dir: Path, *, source_root: Path = SOURCE_R
     shutil.copy2(entry, out_dir / "main.py")
     shutil.copy2(requirements, out_dir / "requirements.txt")
     (out_dir / ".gcloudignore").write_text(GCLOUDIGNORE)
-    (out_dir / PACKAGE).mkdir()
     for module in package_modules(entry):
-        shutil.copy2(PACKAGE_DIR / f"{module}.py", out_dir / PACKAGE / f"{module}.py")
+        target = out_dir / PACKAGE / module
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PACKAGE_DIR / module, target)
     (out_dir / MODEL_FOLDER).mkdir()
     for file_name in [MANIFEST_NAME, *manifest.data["files"]]:
         shutil.copy2(manifest.path_of(file_name), out_dir / MODEL_FOLDER / file_name)
@@ -67,23 +68,37 @@ def build_bundle(out_dir: Path, model_dir: Path, *, source_root: Path = SOURCE_R
 
 
 def package_modules(entry: Path) -> list[str]:
-    """The irisserve modules ``entry`` imports, directly or through each other (``__init__`` always)."""
-    found = {"__init__"}
+    """The irisserve modules ``entry`` imports, directly or through each other, as paths relative to the
+    package (``core/spec.py``); every package's ``__init__.py`` on the way comes along."""
+    found: set[str] = set()
     pending = _irisserve_imports(entry)
     while pending:
         module = pending.pop()
         if module in found:
             continue
-        path = PACKAGE_DIR / f"{module}.py"
+        path = PACKAGE_DIR / module
         if not path.is_file():
-            raise BundleError(f"{entry} needs {PACKAGE}.{module}, but {path} does not exist.")
+            raise BundleError(f"{entry} needs {PACKAGE}/{module}, but {path} does not exist.")
         found.add(module)
         pending |= _irisserve_imports(path)
     return sorted(found)
 
 
+def _module_file(dotted: str) -> str | None:
+    """``irisserve.core.spec`` -> ``core/spec.py`` (or a package's ``__init__.py``), if it exists."""
+    parts = dotted.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    relative = Path(*parts[1:]) if len(parts) > 1 else Path()
+    for candidate in (relative.with_suffix(".py") if parts[1:] else None, relative / "__init__.py"):
+        if candidate is not None and (PACKAGE_DIR / candidate).is_file():
+            return candidate.as_posix()
+    return None
+
+
 def _irisserve_imports(path: Path) -> set[str]:
-    """Module names (within irisserve) imported anywhere in ``path``, lazy imports inside functions included."""
+    """Files (within irisserve) imported anywhere in ``path``, lazy imports inside functions included,
+    plus the ``__init__.py`` of every package on the way."""
     modules: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
@@ -94,8 +109,10 @@ def _irisserve_imports(path: Path) -> set[str]:
             continue
         for name in names:
             parts = name.split(".")
-            if parts[0] == PACKAGE and len(parts) > 1 and (PACKAGE_DIR / f"{parts[1]}.py").is_file():
-                modules.add(parts[1])
+            for depth in range(1, len(parts) + 1):
+                found = _module_file(".".join(parts[:depth]))
+                if found:
+                    modules.add(found)
     return modules
 
 

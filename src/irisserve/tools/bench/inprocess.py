@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from irisserve.errors import IrisServeError
-from irisserve.predictor import BACKENDS, Predictor
-from irisserve.schemas import FEATURE_NAMES, SEED_EXAMPLE
-from irisserve.bench.stats import median, summarize_ms
+from irisserve.core.errors import IrisServeError
+from irisserve.core.predictor import BACKENDS, Predictor
+from irisserve.core.schemas import FEATURE_NAMES, SEED_EXAMPLE
+from irisserve.tools.bench.stats import median, summarize_ms
 
 WARM_UP_CALLS = 50
 # scikit-learn's forest answers in milliseconds, not microseconds: fewer calls say as much.
