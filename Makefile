@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 MODEL_DIR := models/iris/1.0.0
 
-.PHONY: venv model train run test bench clean bundle-function
+.PHONY: venv model train run test lint bench clean bundle-function
 
 venv: $(VENV)/.installed
 
@@ -27,8 +27,13 @@ train: venv
 run: model
 	$(BIN)/irisserve serve
 
-test: model
+test: model lint
 	$(BIN)/python -m pytest
+
+# ruff and mypy (strict; settings in pyproject.toml) on the package.
+lint: venv
+	$(BIN)/ruff check src
+	$(BIN)/mypy
 
 bench: model
 	$(BIN)/irisserve bench --local

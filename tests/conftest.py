@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from support import REPO_ROOT, RunningServer, free_port, function_command, function_env, run_server, uvicorn_command
+from support import ALLOWED_ORIGIN, REPO_ROOT, RunningServer, free_port, function_command, function_env, run_server, uvicorn_command
 
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "iris" / "1.0.0"
 
@@ -38,7 +39,7 @@ def live_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     """A real uvicorn process serving irisserve.web.app:app on a free loopback port, shared by a test session."""
     port = free_port()
     log_path = tmp_path_factory.mktemp("logs") / "uvicorn.log"
-    env = {"IRISSERVE_MODEL_DIR": str(model_dir)}
+    env = {"IRISSERVE_MODEL_DIR": str(model_dir), "IRISSERVE_CORS_ORIGINS": json.dumps([ALLOWED_ORIGIN])}
     with run_server(uvicorn_command(port), port=port, log_path=log_path, env=env) as server:
         yield server
 

@@ -170,7 +170,7 @@ def test_the_bundle_serves_through_functions_framework(bundle_server: RunningSer
         assert [p["prediction"] for p in batch["predictions"]] == ["setosa"] * 3
         missing = {k: v for k, v in SEED_EXAMPLE.items() if k != "petal_width"}
         assert assert_json_error(client.post("/", json=missing), 422)[0]["loc"] == ["body", "petal_width"]
-        assert "JSON" in assert_json_error(client.post("/", content=b"not json"), 400)
+        assert assert_json_error(client.post("/", content=b"not json"), 422)[0]["type"] == "json_invalid"
         assert assert_json_error(client.put("/", json=SEED_EXAMPLE), 405)
         assert assert_json_error(client.post("/", content=b" " * (1_048_576 + 1)), 413)
         assert "limit is 1000" in assert_json_error(client.post("/", json={"instances": [SEED_EXAMPLE] * 1001}), 413)

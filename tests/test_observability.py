@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from irisserve.ops import lifecycle
 from irisserve.web.app import create_app
-from irisserve.ops.observability import Trace, parse_cloud_trace_context, parse_traceparent, use_json_logs
+from irisserve.ops.request_log import use_json_logs
+from irisserve.ops.tracing import Trace, parse_cloud_trace_context, parse_traceparent
 from irisserve.core.settings import Settings
 from support import SEED_EXAMPLE, VENV_BIN, RunningServer, free_port, run_server
 

@@ -7,39 +7,44 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
 from irisserve.core.artifact import MANIFEST_NAME, ONNX_NAME, PICKLE_NAME
 from irisserve.core.errors import ArtifactError, ModelNotReadyError
-from irisserve.core.predictor import Predictor, decide
+from irisserve.core.pipeline import Limits, RequestPipeline
+from irisserve.core.predictor import Backend, Predictor, decide
 from support import SEED_ANSWER
 
 IRIS = load_iris()
 
 
-@pytest.fixture(scope="module")
-def onnx_predictor(model_dir: Path) -> Predictor:
-    predictor = Predictor(model_dir, backend="onnx")
+def loaded_pipeline(model_dir: Path, backend: Backend) -> RequestPipeline:
+    """A loaded predictor inside the shared pipeline, whose ``answers`` are the /predict response objects."""
+    predictor = Predictor(model_dir, backend=backend)
     predictor.load()
-    return predictor
+    return RequestPipeline(predictor, Limits(max_body_bytes=1 << 20, max_batch_size=1000))
 
 
 @pytest.fixture(scope="module")
-def sklearn_predictor(model_dir: Path) -> Predictor:
-    predictor = Predictor(model_dir, backend="sklearn")
-    predictor.load()
-    return predictor
+def onnx_predictor(model_dir: Path) -> RequestPipeline:
+    return loaded_pipeline(model_dir, "onnx")
 
 
-def test_seed_example_is_setosa_with_full_confidence(onnx_predictor: Predictor) -> None:
-    (result,) = onnx_predictor.predict_rows([[5.1, 3.5, 1.4, 0.2]])
+@pytest.fixture(scope="module")
+def sklearn_predictor(model_dir: Path) -> RequestPipeline:
+    return loaded_pipeline(model_dir, "sklearn")
+
+
+def test_seed_example_is_setosa_with_full_confidence(onnx_predictor: RequestPipeline) -> None:
+    (result,) = onnx_predictor.answers([[5.1, 3.5, 1.4, 0.2]])
     assert result == SEED_ANSWER
 
 
-def test_both_backends_agree_on_every_iris_row(onnx_predictor: Predictor, sklearn_predictor: Predictor) -> None:
-    onnx_results = onnx_predictor.predict_rows(IRIS.data.tolist())
-    sklearn_results = sklearn_predictor.predict_rows(IRIS.data.tolist())
+def test_both_backends_agree_on_every_iris_row(onnx_predictor: RequestPipeline, sklearn_predictor: RequestPipeline) -> None:
+    onnx_results = onnx_predictor.answers(IRIS.data.tolist())
+    sklearn_results = sklearn_predictor.answers(IRIS.data.tolist())
     for onnx_row, sklearn_row in zip(onnx_results, sklearn_results, strict=True):
         assert onnx_row["prediction"] == sklearn_row["prediction"]
         for name, probability in onnx_row["probabilities"].items():
@@ -51,17 +56,17 @@ def test_backends_agree_with_scikit_learn_predict(model_dir: Path, onnx_predicto
 
     model = joblib.load(model_dir / PICKLE_NAME)
     expected = model.predict(IRIS.data)
-    got = [row["prediction_id"] for row in onnx_predictor.predict_rows(IRIS.data.tolist())]
+    got = [row["prediction_id"] for row in onnx_predictor.answers(IRIS.data.tolist())]
     assert got == expected.tolist()
 
 
-def test_batch_equals_rows_one_at_a_time(onnx_predictor: Predictor) -> None:
+def test_batch_equals_rows_one_at_a_time(onnx_predictor: RequestPipeline) -> None:
     rows = IRIS.data[::7].tolist()
-    assert onnx_predictor.predict_rows(rows) == [onnx_predictor.predict_rows([row])[0] for row in rows]
+    assert onnx_predictor.answers(rows) == [onnx_predictor.answers([row])[0] for row in rows]
 
 
-def test_probabilities_sum_to_one(onnx_predictor: Predictor) -> None:
-    for result in onnx_predictor.predict_rows(IRIS.data.tolist()):
+def test_probabilities_sum_to_one(onnx_predictor: RequestPipeline) -> None:
+    for result in onnx_predictor.answers(IRIS.data.tolist()):
         assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert result["confidence"] == max(result["probabilities"].values())
 
@@ -73,20 +78,21 @@ def test_ties_resolve_to_the_lowest_class_like_scikit_learn() -> None:
     assert decide([0.0, 0.8399995, 0.16]) == ([0.0, 0.84, 0.16], 1)
 
 
-def test_out_of_range_features_are_named(onnx_predictor: Predictor) -> None:
-    (result,) = onnx_predictor.predict_rows([[9.5, 3.0, 0.5, 1.0]])
+def test_out_of_range_features_are_named(onnx_predictor: RequestPipeline) -> None:
+    (result,) = onnx_predictor.answers([[9.5, 3.0, 0.5, 1.0]])
     assert result["out_of_range_features"] == ["sepal_length", "petal_length"]
 
 
 def test_not_loaded_predictor_refuses_to_predict(model_dir: Path) -> None:
     with pytest.raises(ModelNotReadyError):
-        Predictor(model_dir).predict_rows([[5.1, 3.5, 1.4, 0.2]])
+        Predictor(model_dir).predict(np.asarray([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32))
 
 
-def test_load_reports_timings_and_warms_up(onnx_predictor: Predictor) -> None:
-    assert onnx_predictor.ready
-    assert 0 < onnx_predictor.load_seconds < 60
-    assert 0 < onnx_predictor.warmup_seconds < 60
+def test_load_reports_timings_and_warms_up(onnx_predictor: RequestPipeline) -> None:
+    predictor = onnx_predictor.predictor
+    assert predictor.ready
+    assert 0 < predictor.load_seconds < 60
+    assert 0 < predictor.warmup_seconds < 60
 
 
 @pytest.mark.parametrize("file_name", [ONNX_NAME, PICKLE_NAME])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -17,6 +18,7 @@ from irisserve.ops import limits as security
 from irisserve.web.app import create_app
 from irisserve.core.artifact import MANIFEST_NAME, ONNX_NAME, describe_file
 from irisserve.core.errors import ArtifactError
+from irisserve.core.pipeline import MAX_ERRORS_SHOWN
 from irisserve.core.predictor import Predictor
 from irisserve.ops.limits import BodyLimitMiddleware
 from irisserve.core.settings import Settings
@@ -248,7 +250,7 @@ def test_thousands_of_schema_errors_give_a_short_answer(client: TestClient) -> N
     response = post_raw(client, "/predict", body)
     assert response.status_code == 422
     detail = response.json()["detail"]
-    assert len(detail) == security.MAX_ERRORS_SHOWN + 1
+    assert len(detail) == MAX_ERRORS_SHOWN + 1
     assert detail[-1]["type"] == "too_many_errors" and "more errors" in detail[-1]["msg"]
     assert len(response.content) < 10_000  # the 5,000-key input is not echoed back four times
     assert all(not isinstance(error["input"], dict) or len(error["input"]) <= 20 for error in detail)
@@ -283,7 +285,7 @@ def test_onnx_from_another_onnxruntime_loads_with_a_warning(artifact_copy: Path)
     finally:
         logging.getLogger("irisserve").removeHandler(handler)
     assert "checked with onnxruntime 0.0.1" in warnings.getvalue()
-    assert predictor.predict_rows([list(SEED_EXAMPLE.values())])[0]["prediction"] == "setosa"
+    assert predictor.predict(np.asarray([list(SEED_EXAMPLE.values())], dtype=np.float32)).class_ids == [0]  # type: ignore[union-attr]
 
 
 def test_onnx_opset_newer_than_the_runtime_is_refused_with_versions(artifact_copy: Path) -> None:

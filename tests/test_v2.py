@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from irisserve.web.app import create_app
 from irisserve.ops.lifecycle import begin_draining, end_draining
-from irisserve.core.schemas import FEATURE_NAMES
+FEATURE_NAMES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 from irisserve.core.settings import Settings
 from support import RunningServer
 

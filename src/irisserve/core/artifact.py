@@ -1,4 +1,9 @@
-"""The model artifact on disk: a folder with model.onnx, model.pkl and manifest.json pinning their SHA-256."""
+"""The model artifact on disk: a folder with model.onnx, model.pkl and manifest.json pinning their SHA-256.
+
+The manifest's shape is checked by a pydantic model, so a manifest that is JSON of the wrong shape is
+refused with a message naming the file and the field, never a TypeError deep in the server
+(docs/artifact.md describes every field).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,20 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from irisserve.core.errors import ArtifactError
 
 MANIFEST_NAME = "manifest.json"
 ONNX_NAME = "model.onnx"
 PICKLE_NAME = "model.pkl"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+MAX_ERRORS_NAMED = 3
 _CHUNK = 1 << 20
+
+Task = Literal["classification", "regression"]
 
 
 def sha256_file(path: Path) -> str:
@@ -29,78 +39,160 @@ def describe_file(path: Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+class FeatureBins(_Entry):
+    edges: list[float]
+    shares: list[float]
+
+    @model_validator(mode="after")
+    def _one_share_per_bin(self) -> FeatureBins:
+        if len(self.shares) != len(self.edges) + 1:
+            raise ValueError(f"{len(self.edges)} edges make {len(self.edges) + 1} bins, but there are {len(self.shares)} shares")
+        return self
+
+
+class FeatureEntry(_Entry):
+    name: str = Field(..., min_length=1)
+    type: Literal["number"] = "number"
+    description: str | None = None
+    exclusive_minimum: float | None = None
+    min: float
+    max: float
+    bins: FeatureBins | None = None
+
+
+class FileEntry(_Entry):
+    sha256: str = Field(..., pattern="^[0-9a-f]{64}$")
+    bytes: int = Field(..., ge=0)
+
+
+class ModelEntry(_Entry):
+    type: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    steps: list[str] = Field(default_factory=list)
+
+
+class OnnxEntry(_Entry):
+    input_name: str = "input"
+    outputs: dict[str, str]
+    export_check: dict[str, Any] = Field(default_factory=dict)
+
+
+class ManifestData(_Entry):
+    """manifest.json, format_version 2."""
+
+    format_version: int
+    name: str = Field(..., min_length=1)
+    version: str = Field(..., min_length=1)
+    created_at: str = ""
+    task: Task
+    model: ModelEntry
+    features: list[FeatureEntry] = Field(..., min_length=1)
+    targets: list[str] = Field(..., min_length=1)
+    examples: list[dict[str, float]] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    training_rows: int | None = None
+    libraries: dict[str, str] = Field(default_factory=dict)
+    onnx: OnnxEntry
+    files: dict[str, FileEntry] = Field(..., min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ManifestData:
+        names = [feature.name for feature in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError(f"feature names repeat: {sorted({n for n in names if names.count(n) > 1})}")
+        if self.task == "classification" and len(self.targets) < 2:
+            raise ValueError(f"a classifier needs at least two target classes, not {self.targets}")
+        wanted = "probabilities" if self.task == "classification" else "prediction"
+        if wanted not in self.onnx.outputs:
+            raise ValueError(f"onnx.outputs must name the {wanted!r} output of a {self.task} model")
+        for example in self.examples:
+            if list(example) != names:
+                raise ValueError(f"example {example} must give every feature, in order: {names}")
+        for file_name in self.files:
+            if Path(file_name).name != file_name or file_name in ("", ".", ".."):
+                raise ValueError(f"files lists {file_name!r}, which is not a plain file name in the artifact folder")
+        return self
+
+
 @dataclass(frozen=True)
 class Manifest:
-    """What manifest.json says, plus the hash of the manifest itself."""
+    """What manifest.json says (checked), plus the hash of the manifest itself and its raw JSON."""
 
     folder: Path
-    data: dict[str, Any]
+    data: ManifestData
+    raw: dict[str, Any]
     sha256: str
 
     @property
     def name(self) -> str:
-        return str(self.data["name"])
+        return self.data.name
 
     @property
     def version(self) -> str:
-        return str(self.data["version"])
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [feature["name"] for feature in self.data["features"]]
-
-    @property
-    def feature_ranges(self) -> dict[str, dict[str, float]]:
-        return {f["name"]: {"min": f["min"], "max": f["max"]} for f in self.data["features"]}
-
-    @property
-    def target_names(self) -> list[str]:
-        return list(self.data["target_names"])
+        return self.data.version
 
     @property
     def libraries(self) -> dict[str, str]:
-        return dict(self.data.get("libraries", {}))
+        return self.data.libraries
 
     def path_of(self, file_name: str) -> Path:
         return self.folder / file_name
 
 
-_REQUIRED_KEYS = ("name", "version", "features", "target_names", "files", "model")
+def _describe(error: ValidationError) -> str:
+    parts = [
+        f"{'.'.join(map(str, e['loc'])) or 'the top level'}: {e['msg']}" for e in error.errors(include_url=False)[:MAX_ERRORS_NAMED]
+    ]
+    more = f" (and {error.error_count() - MAX_ERRORS_NAMED} more)" if error.error_count() > MAX_ERRORS_NAMED else ""
+    return "; ".join(parts) + more
 
 
 def read_manifest(folder: Path) -> Manifest:
     """Read manifest.json and check its shape; no file hashes are checked here."""
-    path = folder / MANIFEST_NAME
-    if not path.is_file():
-        raise ArtifactError(f"No model artifact at {folder}: {MANIFEST_NAME} is missing. Run `irisserve train` first.")
-    raw = path.read_bytes()
+    path = Path(folder) / MANIFEST_NAME
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(
+            f"No model artifact at {folder}: {MANIFEST_NAME} is missing. Run `irisserve train` (or `irisserve package`) first."
+        ) from None
+    except OSError as exc:
+        raise ArtifactError(f"Cannot read {path}: {exc.strerror or exc}.") from None
     try:
         data = json.loads(raw)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ArtifactError(f"{path} is not valid JSON: {exc}") from None
-    missing = [key for key in _REQUIRED_KEYS if key not in data]
-    if missing:
-        raise ArtifactError(f"{path} lacks the keys {missing}.")
-    if data.get("format_version") != FORMAT_VERSION:
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if version != FORMAT_VERSION:
         raise ArtifactError(
-            f"{path} has format_version {data.get('format_version')!r}; this irisserve reads {FORMAT_VERSION}."
+            f"{path} has format_version {version!r}; this irisserve reads {FORMAT_VERSION}. "
+            "Rebuild the artifact with this irisserve's `irisserve train` or `irisserve package`."
         )
-    return Manifest(folder=folder, data=data, sha256=hashlib.sha256(raw).hexdigest())
+    try:
+        checked = ManifestData.model_validate(data)
+    except ValidationError as exc:
+        raise ArtifactError(f"{path} is not a valid manifest: {_describe(exc)}.") from None
+    return Manifest(folder=Path(folder), data=checked, raw=data, sha256=hashlib.sha256(raw).hexdigest())
 
 
 def verify_files(manifest: Manifest) -> None:
     """Check every file the manifest lists against its SHA-256; refuse, naming the file, on any difference."""
-    for file_name, expected in manifest.data["files"].items():
+    for file_name, expected in manifest.data.files.items():
         path = manifest.path_of(file_name)
-        if Path(file_name).name != file_name:
-            raise ArtifactError(f"Manifest lists {file_name!r}, which is not a plain file name in the artifact folder.")
         if not path.is_file():
             raise ArtifactError(f"Artifact file {file_name} is missing from {manifest.folder}.")
-        actual = sha256_file(path)
-        if actual != expected["sha256"]:
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            raise ArtifactError(f"Cannot read artifact file {path}: {exc.strerror or exc}.") from None
+        if actual != expected.sha256:
             raise ArtifactError(
                 f"Artifact file {file_name} in {manifest.folder} fails its integrity check: "
-                f"SHA-256 {actual} but the manifest says {expected['sha256']}. Refusing to load it."
+                f"SHA-256 {actual} but the manifest says {expected.sha256}. Refusing to load it."
             )
 
 

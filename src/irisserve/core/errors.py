@@ -1,7 +1,8 @@
-"""The error hierarchy shared by both front doors, and the one table mapping each error to an HTTP status."""
+"""The error hierarchy shared by both front doors, and the one table mapping each error to an HTTP answer."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -30,7 +31,7 @@ class UnknownModelError(IrisServeError):
 
 
 class BadRequestError(IrisServeError):
-    """The request cannot be read at all (for example, a body that is not JSON)."""
+    """The request cannot be read at all (for example, JSON nested too deeply to parse)."""
 
     status_code = 400
 
@@ -48,7 +49,7 @@ class PayloadTooLargeError(IrisServeError):
 
 
 class RequestValidationFailed(IrisServeError):
-    """The body is JSON but breaks the schema; ``detail`` is FastAPI's list of error objects."""
+    """The body breaks the schema (or is not JSON); ``detail`` is FastAPI's list of error objects."""
 
     status_code = 422
 
@@ -62,3 +63,13 @@ def error_body(exc: IrisServeError) -> dict[str, Any]:
     if isinstance(exc, RequestValidationFailed):
         return {"detail": exc.detail}
     return {"detail": str(exc)}
+
+
+def encode_json(body: Any) -> bytes:
+    """JSON as Starlette's JSONResponse writes it, so both front doors send the same bytes."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def error_answer(exc: IrisServeError) -> tuple[int, bytes]:
+    """The status and JSON bytes every front door sends for ``exc``."""
+    return exc.status_code, encode_json(error_body(exc))

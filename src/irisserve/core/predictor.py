@@ -1,18 +1,30 @@
-"""The prediction core every front door uses: load a verified artifact, predict rows in one vectorised call."""
+"""The prediction core every front door uses: load a verified artifact, predict a float32 matrix in one call.
+
+The predictor returns typed predictions (class ids and probabilities, or values); it never builds an HTTP
+body (that is ``pipeline.py``'s job) and reads no environment.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
-from irisserve.core.artifact import ONNX_NAME, PICKLE_NAME, Manifest, load_verified_manifest
+from irisserve.core.artifact import (
+    ONNX_NAME,
+    PICKLE_NAME,
+    Manifest,
+    read_manifest,
+    verify_files,
+)
 from irisserve.core.errors import ArtifactError, ModelNotReadyError
-from irisserve.core.schemas import FEATURE_NAMES, IrisFeatures
+from irisserve.core.spec import ModelSpec
 from irisserve.core.startup import mark
 
 Backend = Literal["onnx", "sklearn"]
@@ -34,12 +46,32 @@ def decide(probabilities: Sequence[float]) -> tuple[list[float], int]:
     return rounded, rounded.index(max(rounded))
 
 
-class _ProbabilityModel(Protocol):
-    def predict_proba(self, rows: np.ndarray) -> np.ndarray: ...
+@dataclass(frozen=True)
+class ClassPredictions:
+    """A classifier's answers: each row's class id and its rounded probabilities (one per class)."""
+
+    class_ids: list[int]
+    probabilities: list[list[float]]
+
+
+@dataclass(frozen=True)
+class ValuePredictions:
+    """A regressor's answers: one number per row, as float32 computed them (shortest repr)."""
+
+    values: list[float]
+
+
+Predictions = ClassPredictions | ValuePredictions
+
+
+class ModelBackend(Protocol):
+    def run(self, matrix: np.ndarray) -> np.ndarray:
+        """Probabilities [N, classes] for a classifier, values [N] for a regressor."""
+        ...
 
 
 class OnnxBackend:
-    """ONNX Runtime on one thread: a tree ensemble this small gains nothing from a thread pool."""
+    """ONNX Runtime on one thread: the models served here gain nothing from a thread pool per request."""
 
     def __init__(self, manifest: Manifest) -> None:
         import onnxruntime
@@ -62,13 +94,17 @@ class OnnxBackend:
             raise ArtifactError(
                 f"ONNX Runtime {onnxruntime.__version__} cannot load {path}: {str(exc).strip()}. The manifest says it was "
                 f"exported with skl2onnx {manifest.libraries.get('skl2onnx', '?')} and checked with onnxruntime "
-                f"{checked_with}: install onnxruntime>={checked_with}, or retrain with the installed one."
+                f"{checked_with}: install onnxruntime>={checked_with}, or rebuild the artifact with the installed one."
             ) from None
+        outputs = manifest.data.onnx.outputs
+        self._output = outputs.get("probabilities") or outputs["prediction"]
         self._input_name = self._session.get_inputs()[0].name
-        self._output_name = manifest.data.get("onnx", {}).get("probabilities_output", "probabilities")
+        known = [output.name for output in self._session.get_outputs()]
+        if self._output not in known:
+            raise ArtifactError(f"{path} has outputs {known}; the manifest names {self._output!r}.")
 
-    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
-        return self._session.run([self._output_name], {self._input_name: rows})[0]
+    def run(self, matrix: np.ndarray) -> np.ndarray:
+        return self._session.run([self._output], {self._input_name: matrix})[0]
 
 
 class SklearnBackend:
@@ -85,15 +121,22 @@ class SklearnBackend:
             raise ArtifactError(
                 f"{PICKLE_NAME} was pickled by scikit-learn {trained_with} but {sklearn.__version__} is installed; "
                 f"unpickling across versions can give wrong answers. Install scikit-learn=={trained_with}, "
-                f"retrain, or use IRISSERVE_BACKEND=onnx."
+                f"rebuild the artifact, or use IRISSERVE_BACKEND=onnx."
             )
         self._model = joblib.load(manifest.path_of(PICKLE_NAME))
+        self._classifier = manifest.data.task == "classification"
+        self._names = [feature.name for feature in manifest.data.features]
 
-    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
-        return self._model.predict_proba(rows)
+    def run(self, matrix: np.ndarray) -> np.ndarray:
+        rows = matrix
+        if hasattr(self._model, "feature_names_in_"):  # fitted on a DataFrame: give it one, as ONNX gets columns by position
+            import pandas
+
+            rows = pandas.DataFrame(matrix, columns=self._names)
+        return self._model.predict_proba(rows) if self._classifier else self._model.predict(rows)
 
 
-def _make_backend(name: Backend, manifest: Manifest) -> _ProbabilityModel:
+def _make_backend(name: Backend, manifest: Manifest) -> ModelBackend:
     if name == "onnx":
         return OnnxBackend(manifest)
     if name == "sklearn":
@@ -110,40 +153,34 @@ class Predictor:
         self.ready = False
         self.load_seconds = 0.0
         self.warmup_seconds = 0.0
-        self._manifest: Manifest | None = None
-        self._backend: _ProbabilityModel | None = None
+        self._backend: ModelBackend | None = None
 
-    @property
+    @cached_property
     def manifest(self) -> Manifest:
-        if self._manifest is None:
-            raise ModelNotReadyError("The model is not loaded yet.")
-        return self._manifest
+        """The artifact's manifest, shape-checked (``load`` checks the files' hashes)."""
+        return read_manifest(self.model_dir)
+
+    @cached_property
+    def spec(self) -> ModelSpec:
+        return ModelSpec.from_manifest(self.manifest)
 
     @property
-    def backend(self) -> _ProbabilityModel:
-        """The loaded backend: ``backend.predict_proba(float32 matrix)`` is the bare model call."""
+    def backend(self) -> ModelBackend:
+        """The loaded backend: ``backend.run(float32 matrix)`` is the bare model call."""
         if self._backend is None:
             raise ModelNotReadyError("The model is not loaded yet.")
         return self._backend
 
     @property
     def version(self) -> str | None:
-        return self._manifest.version if self._manifest else None
+        return self.spec.version if self.ready else None
 
     def load(self) -> bool:
         """Verify the artifact, open the backend, run one warm-up inference; raise ArtifactError on any fault."""
         started = time.perf_counter()
-        manifest = load_verified_manifest(self.model_dir)
-        if tuple(manifest.feature_names) != FEATURE_NAMES:
-            raise ArtifactError(
-                f"The artifact's features are {manifest.feature_names}; this service expects {list(FEATURE_NAMES)}."
-            )
+        manifest = self.manifest
+        verify_files(manifest)
         self._backend = _make_backend(self.backend_name, manifest)
-        self._manifest = manifest
-        ranges = manifest.feature_ranges
-        self._ranges = [(ranges[name]["min"], ranges[name]["max"]) for name in FEATURE_NAMES]
-        self._targets = manifest.target_names
-        self._version = manifest.version
         self.load_seconds = time.perf_counter() - started
         mark("model_loaded")
         self._warm_up()
@@ -154,51 +191,16 @@ class Predictor:
     def _warm_up(self) -> None:
         """Pay ONNX Runtime's first-call costs before the first real request does."""
         started = time.perf_counter()
-        self.predict_rows([[(low + high) / 2 for low, high in self._ranges]], check_ready=False)
+        self.predict(np.asarray([self.spec.middle_row()], dtype=np.float32), check_ready=False)
         self.warmup_seconds = time.perf_counter() - started
 
-    def predict_rows(self, rows: Sequence[Sequence[float]], *, check_ready: bool = True) -> list[dict[str, Any]]:
-        """Predict every row (in FEATURE_NAMES order) in one call; returns the /predict response objects."""
+    def predict(self, matrix: np.ndarray, *, check_ready: bool = True) -> Predictions:
+        """Predict every row of a float32 matrix [N, n_features] (features in the spec's order) in one call."""
         if check_ready and not self.ready:
             raise ModelNotReadyError("The model is not loaded yet; retry shortly.")
-        assert self._backend is not None and self._manifest is not None
-        matrix = np.asarray(rows, dtype=np.float32).reshape(-1, len(FEATURE_NAMES))
-        probabilities = self._backend.predict_proba(matrix).tolist()
-        return [self._answer(row, row_probabilities) for row, row_probabilities in zip(rows, probabilities)]
-
-    def _answer(self, row: Sequence[float], row_probabilities: list[float]) -> dict[str, Any]:
-        rounded, class_id = decide(row_probabilities)
-        return {
-            "prediction": self._targets[class_id],
-            "prediction_id": class_id,
-            "confidence": rounded[class_id],
-            "probabilities": dict(zip(self._targets, rounded)),
-            "model_version": self._version,
-            "out_of_range_features": [
-                name for name, value, (low, high) in zip(FEATURE_NAMES, row, self._ranges) if not low <= value <= high
-            ],
-        }
-
-    def predict_features(self, instances: Sequence[IrisFeatures]) -> list[dict[str, Any]]:
-        return self.predict_rows([instance.as_row() for instance in instances])
-
-    def info(self) -> dict[str, Any]:
-        """The /model/info body."""
-        manifest = self.manifest
-        model = manifest.data["model"]
-        return {
-            "model_name": manifest.name,
-            "model_type": model["type"],
-            "model_version": manifest.version,
-            "backend": self.backend_name,
-            "feature_names": manifest.feature_names,
-            "feature_ranges": manifest.feature_ranges,
-            "target_names": manifest.target_names,
-            "n_estimators": model["parameters"].get("n_estimators"),
-            "parameters": model["parameters"],
-            "metrics": manifest.data.get("metrics", {}),
-            "artifact_sha256": manifest.sha256,
-            "files": manifest.data["files"],
-            "libraries": manifest.libraries,
-            "created_at": manifest.data.get("created_at", ""),
-        }
+        output = self.backend.run(matrix)
+        if self.spec.is_classifier:
+            decided = [decide(row) for row in output.tolist()]
+            return ClassPredictions([class_id for _, class_id in decided], [rounded for rounded, _ in decided])
+        values = np.asarray(output, dtype=np.float32).reshape(-1)
+        return ValuePredictions([float(str(value)) for value in values])

@@ -1,4 +1,4 @@
-"""The Cloud Function front door: translate a ``flask.Request`` into calls on the shared core.
+"""The Cloud Function front door: translate a ``flask.Request`` into calls on the shared request pipeline.
 
 ``handle`` returns ``(body, status, headers)`` and never lets an exception out: functions-framework would
 answer it with an HTML 500. The model lives in a module-level cache, filled on the first request
@@ -8,52 +8,54 @@ answer it with an HTML 500. The model lives in a module-level cache, filled on t
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import flask
 
-from irisserve.ops.cors import cors_headers
-from irisserve.core.errors import ArtifactError, IrisServeError, ModelNotReadyError, error_body
+from irisserve.core.errors import (
+    ArtifactError,
+    IrisServeError,
+    ModelNotReadyError,
+    encode_json,
+    error_answer,
+)
+from irisserve.core.pipeline import Limits, RequestPipeline, body_too_large
 from irisserve.core.predictor import Predictor
-from irisserve.core.schemas import BatchRequest, IrisFeatures, body_too_large, check_batch_size, decode_json, parse_request
+from irisserve.core.schemas import health_body, model_info_body
 from irisserve.core.settings import Settings, get_settings
-from irisserve.core.startup import STARTUP_MARKS, mark
+from irisserve.core.startup import mark
+from irisserve.ops.cors import ALLOWED_METHODS, cors_headers
 
 logger = logging.getLogger("irisserve")
 
-METHODS = ("GET", "HEAD", "POST", "OPTIONS")
 JSON_HEADERS = {"Content-Type": "application/json"}
 INTERNAL_ERROR = "Internal server error; the incident was logged."
 _READ_CHUNK = 64 * 1024
 
-Body = dict[str, Any]
-Reply = tuple[Body | None, int, dict[str, str]]
+Reply = tuple[bytes, int, dict[str, str]]
 
-_PREDICTOR: Predictor | None = None
+_PIPELINE: RequestPipeline | None = None
 _LOAD_LOCK = threading.Lock()
 
 
-def load_model(settings: Settings | None = None) -> Predictor:
-    """The process's Predictor, loaded (verified and warmed up) once; ModelNotReadyError if it cannot load.
-
-    A failed load is not cached: the next request tries again."""
-    global _PREDICTOR
-    if _PREDICTOR is not None:
-        return _PREDICTOR
+def load_model(settings: Settings | None = None) -> RequestPipeline:
+    """The process's request pipeline over a loaded (verified, warmed-up) model, built once;
+    ModelNotReadyError if the model cannot load. A failed load is not cached: the next request tries again."""
+    global _PIPELINE
+    if _PIPELINE is not None:
+        return _PIPELINE
     with _LOAD_LOCK:  # functions-framework serves on a thread pool: the first requests may arrive together
-        if _PREDICTOR is None:
-            _PREDICTOR = _load(settings or get_settings())
-        return _PREDICTOR
+        if _PIPELINE is None:
+            _PIPELINE = _load(settings or get_settings())
+        return _PIPELINE
 
 
-def _load(settings: Settings) -> Predictor:
+def _load(settings: Settings) -> RequestPipeline:
     predictor = Predictor(settings.model_dir, backend=settings.backend)
     try:
         predictor.load()
@@ -61,23 +63,23 @@ def _load(settings: Settings) -> Predictor:
         raise ModelNotReadyError(f"The model could not be loaded: {exc}") from exc
     mark("ready")
     logger.info(
-        "Model %s loaded (%s) in %.3fs, warm-up %.4fs",
-        predictor.version, settings.function_load, predictor.load_seconds, predictor.warmup_seconds,
+        "Model %s %s loaded (%s) in %.3fs, warm-up %.4fs",
+        predictor.spec.name, predictor.version, settings.function_load, predictor.load_seconds, predictor.warmup_seconds,
     )
-    return predictor
+    return RequestPipeline(predictor, Limits(settings.max_body_bytes, settings.max_batch_size))
 
 
-def handle(request: flask.Request, *, settings: Settings | None = None) -> tuple[bytes, int, dict[str, str]]:
+def handle(request: flask.Request, *, settings: Settings | None = None) -> Reply:
     """Answer one HTTP request: POST predicts, GET reports health and the model, OPTIONS is the CORS preflight."""
     mark("first_request")
     try:
         settings = settings or get_settings()
         body, status, headers = _dispatch(request, settings)
         headers |= cors_headers(request.headers.get("Origin"), settings.cors_origins, preflight=request.method == "OPTIONS")
-        return _respond(body, status, headers)
+        return body, status, headers
     except Exception:
         logger.exception("Unhandled error on %s %s", request.method, request.path)
-        return _respond({"detail": INTERNAL_ERROR}, 500, {})
+        return encode_json({"detail": INTERNAL_ERROR}), 500, dict(JSON_HEADERS)
 
 
 def _dispatch(request: flask.Request, settings: Settings) -> Reply:
@@ -85,27 +87,14 @@ def _dispatch(request: flask.Request, settings: Settings) -> Reply:
     try:
         return _ROUTES.get(request.method, _refuse_method)(request, settings)
     except IrisServeError as exc:
-        return error_body(exc), exc.status_code, {}
+        status, body = error_answer(exc)
+        return body, status, dict(JSON_HEADERS)
 
 
 def _predict(request: flask.Request, settings: Settings) -> Reply:
-    """A single flower, or a batch when the object has ``instances``; the same bodies as the web service."""
-    started = time.perf_counter()
-    payload = decode_json(_read_body(request, settings.max_body_bytes))
-    is_batch = isinstance(payload, dict) and "instances" in payload
-    instances = _parse_batch(payload, settings) if is_batch else [parse_request(IrisFeatures, payload)]
-    parsed = time.perf_counter()
-    predictor = load_model(settings)
-    predictions = predictor.predict_features(instances)
-    timing = {"parse": parsed - started, "predict": time.perf_counter() - parsed}
-    body = {"predictions": predictions, "model_version": predictor.version} if is_batch else predictions[0]
-    return body, 200, {"Server-Timing": _server_timing(timing)}
-
-
-def _parse_batch(payload: Any, settings: Settings) -> list[IrisFeatures]:
-    batch = parse_request(BatchRequest, payload)
-    check_batch_size(len(batch.instances), settings.max_batch_size)
-    return batch.instances
+    """One row, or a batch when the object has ``instances``; the same bodies as the web service."""
+    answer = load_model(settings).predict_any(_read_body(request, settings.max_body_bytes))
+    return answer.body, 200, {**JSON_HEADERS, "Server-Timing": answer.server_timing}
 
 
 def _read_body(request: flask.Request, limit: int) -> bytes:
@@ -127,48 +116,26 @@ def _read_body(request: flask.Request, limit: int) -> bytes:
 
 
 def _health(request: flask.Request, settings: Settings) -> Reply:
-    """Health and model info; asking loads the model in lazy mode, 503 with the reason if it cannot."""
+    """The web service's /health body plus the load mode and /model/info's body; asking loads the model in
+    lazy mode, 503 with the reason if it cannot."""
     try:
-        predictor = load_model(settings)
+        pipeline = load_model(settings)
     except ModelNotReadyError as exc:
-        return _health_body(None, settings, status=f"unavailable: {exc}"), 503, {}
-    return {**_health_body(predictor, settings, status="healthy"), "model": predictor.info()}, 200, {}
-
-
-def _health_body(predictor: Predictor | None, settings: Settings, *, status: str) -> Body:
-    return {
-        "status": status,
-        "model_loaded": predictor is not None and predictor.ready,
-        "model_version": predictor.version if predictor else None,
-        "startup": dict(STARTUP_MARKS),
-        "load_mode": settings.function_load,
-    }
+        status, body = health_body(None, reason=str(exc))
+        return encode_json({**body, "load_mode": settings.function_load}), status, dict(JSON_HEADERS)
+    status, body = health_body(pipeline.predictor)
+    reply: dict[str, Any] = {**body, "load_mode": settings.function_load, "model": model_info_body(pipeline.predictor)}
+    return encode_json(reply), status, dict(JSON_HEADERS)
 
 
 def _preflight(request: flask.Request, settings: Settings) -> Reply:
     """204; ``handle`` adds the Access-Control-* headers when the Origin is allowed."""
-    return None, 204, {"Allow": ", ".join(METHODS)}
+    return b"", 204, {"Allow": ALLOWED_METHODS}
 
 
 def _refuse_method(request: flask.Request, settings: Settings) -> Reply:
     detail = f"Method {request.method} is not allowed: POST predicts, GET reports health and the model."
-    return {"detail": detail}, 405, {"Allow": ", ".join(METHODS)}
-
-
-def _respond(body: Body | None, status: int, headers: dict[str, str]) -> tuple[bytes, int, dict[str, str]]:
-    if body is None:
-        return b"", status, headers
-    return _encode(body), status, {**JSON_HEADERS, **headers}
-
-
-def _encode(body: Body) -> bytes:
-    """JSON as Starlette's JSONResponse writes it, so both front doors send the same bytes."""
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-
-
-def _server_timing(stages: dict[str, float]) -> str:
-    """The W3C Server-Timing header: each stage's duration in milliseconds."""
-    return ", ".join(f"{name};dur={seconds * 1000:.3f}" for name, seconds in stages.items())
+    return encode_json({"detail": detail}), 405, {**JSON_HEADERS, "Allow": ALLOWED_METHODS}
 
 
 _ROUTES: dict[str, Callable[[flask.Request, Settings], Reply]] = {
@@ -177,6 +144,7 @@ _ROUTES: dict[str, Callable[[flask.Request, Settings], Reply]] = {
     "HEAD": _health,
     "OPTIONS": _preflight,
 }
+
 
 def _exit_without_native_teardown() -> None:
     """End a forked worker without ONNX Runtime's C++ teardown.

@@ -1,4 +1,4 @@
-"""Request limits: the optional API key, the body size, and how much work a hostile body can cause.
+"""Request limits at the web door: the optional API key and the body size.
 
 The key and the body size are ASGI middleware that answer before the app reads a body.
 
@@ -11,18 +11,13 @@ stream in, with a message that says what to do.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Iterable, Sequence
-from typing import Any
 
-from fastapi.exception_handlers import http_exception_handler
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from irisserve.core.errors import AuthenticationError, IrisServeError, error_body
-from irisserve.core.schemas import body_too_large
+from irisserve.core.errors import AuthenticationError, IrisServeError, error_answer
+from irisserve.core.pipeline import body_too_large
 from irisserve.core.settings import ENV_PREFIX
 
 BEARER = "bearer"
@@ -32,12 +27,6 @@ MISSING_KEY = (
 )
 WRONG_KEY = "The API key is not valid."
 CHALLENGE = (b"www-authenticate", b'Bearer realm="irisserve"')
-# A 1 MiB body of {"0":0,"1":0,...} breaks the schema 80,000 times; listing every error took 7 s of CPU
-# and an 11 MB answer. The first few tell the client what to fix.
-MAX_ERRORS_SHOWN = 20
-MAX_INPUT_ITEMS_ECHOED = 20
-TOO_DEEP = "The request body is nested too deeply to parse; send a flat JSON object such as {\"sepal_length\": 5.1, ...}."
-NUMBER_TOO_LONG = "The request body holds a number too long to parse; send measurements as ordinary decimal numbers."
 
 
 def presented_keys(authorization: str | None, x_api_key: str | None) -> list[str]:
@@ -73,9 +62,9 @@ class BodyTooLarge(HTTPException):
 
 async def send_error(send: Send, exc: IrisServeError, extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     """Answer with the service's error shape, ``{"detail": "..."}``, without involving the app."""
-    body = json.dumps(error_body(exc)).encode()
+    status, body = error_answer(exc)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra_headers]
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -159,34 +148,3 @@ class BodyLimitMiddleware:
             if started:
                 raise
             await send_error(send, body_too_large(limit))
-
-
-def cap_errors(errors: Sequence[dict[str, Any]], limit: int = MAX_ERRORS_SHOWN) -> list[dict[str, Any]]:
-    """The first ``limit`` validation errors, plus one entry saying how many more there were.
-
-    An ``input`` that is a large object or array (a 'missing field' error echoes the whole body) is
-    replaced by a note of its size."""
-    shown = [_shrink_input(error) for error in errors[:limit]]
-    if len(errors) > limit:
-        more = len(errors) - limit
-        shown.append({"type": "too_many_errors", "loc": ["body"], "msg": f"{more} more errors not shown; fix these first.", "input": None})
-    return shown
-
-
-def _shrink_input(error: dict[str, Any]) -> dict[str, Any]:
-    value = error.get("input")
-    if isinstance(value, (dict, list)) and len(value) > MAX_INPUT_ITEMS_ECHOED:
-        kind = "object with" if isinstance(value, dict) else "array of"
-        return {**error, "input": f"<{kind} {len(value)} items, not echoed>"}
-    return error
-
-
-async def handle_http_exception(request: Request, exc: Exception) -> Response:
-    """FastAPI's HTTPException answer, but a body json.loads gave up on says why instead of 'error parsing'."""
-    assert isinstance(exc, HTTPException)
-    cause = exc.__cause__
-    if exc.status_code == 400 and isinstance(cause, RecursionError):
-        return JSONResponse({"detail": TOO_DEEP}, status_code=400)
-    if exc.status_code == 400 and isinstance(cause, ValueError):
-        return JSONResponse({"detail": NUMBER_TOO_LONG}, status_code=400)
-    return await http_exception_handler(request, exc)

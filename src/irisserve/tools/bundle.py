@@ -61,7 +61,7 @@ def build_bundle(out_dir: Path, model_dir: Path, *, source_root: Path = SOURCE_R
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PACKAGE_DIR / module, target)
     (out_dir / MODEL_FOLDER).mkdir()
-    for file_name in [MANIFEST_NAME, *manifest.data["files"]]:
+    for file_name in [MANIFEST_NAME, *manifest.data.files]:
         shutil.copy2(manifest.path_of(file_name), out_dir / MODEL_FOLDER / file_name)
     load_verified_manifest(out_dir / MODEL_FOLDER)  # the copy, too: a retrain may have raced the copying
     return _describe(out_dir, manifest.version)

@@ -1,10 +1,12 @@
-"""The ``irisserve`` command: train, serve, bundle-function, bench."""
+"""The ``irisserve`` command: train, package, serve, bundle-function, bench."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from irisserve.core.errors import IrisServeError
 
@@ -25,11 +27,44 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _package(args: argparse.Namespace) -> int:
+    from irisserve.tools.packaging import default_name, package_files
+
+    started = time.perf_counter()
+    name = args.name or default_name(args.model)
+    out = args.out or Path("models") / name / args.version
+    manifest = package_files(
+        args.model, args.data, target_column=args.target, name=name, version=args.version, out_dir=out
+    )
+    print(_package_summary(manifest, out, time.perf_counter() - started))
+    return 0
+
+
+def _package_summary(manifest: dict[str, Any], out: Path, seconds: float) -> str:
+    """One line: what was packaged, how closely the ONNX export matched, the metrics, and the time taken."""
+    check = manifest["onnx"]["export_check"]
+    if manifest["task"] == "classification":
+        outputs = f"classes {', '.join(manifest['targets'])}"
+        agreement = (
+            f"{check['label_mismatches']} label mismatches, max probability difference "
+            f"{check['max_probability_difference']:.1e} (allowed {check['tolerance']:.0e})"
+        )
+    else:
+        outputs = f"target {manifest['targets'][0]}"
+        agreement = f"max abs difference {check['max_abs_difference']:.1e} (allowed {check['tolerance']:.1e})"
+    metrics = ", ".join(f"{key} {value:.3f}" for key, value in manifest["metrics"].items()) or "no metrics (no --target)"
+    return (
+        f"Wrote {out}: {manifest['name']} {manifest['version']}, {manifest['task']}, "
+        f"{len(manifest['features'])} features, {outputs}; ONNX checked on {check['rows_checked']} points: "
+        f"{agreement}; {metrics}; {seconds:.1f} s"
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from irisserve.ops.lifecycle import exit_cleanly_on_signals, multiprocess_metrics_dir
     from irisserve.core.settings import get_settings
+    from irisserve.ops.lifecycle import exit_cleanly_on_signals, multiprocess_metrics_dir
 
     settings = get_settings()
     exit_cleanly_on_signals()
@@ -47,8 +82,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _bundle_function(args: argparse.Namespace) -> int:
-    from irisserve.tools.bundle import build_bundle
     from irisserve.core.settings import get_settings
+    from irisserve.tools.bundle import build_bundle
 
     info = build_bundle(args.out, args.model_dir or get_settings().model_dir)
     print(f"Wrote {info.path}: {len(info.files)} files, {info.size_mb:.2f} MB (model {info.model_version})")
@@ -69,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, help="Artifact folder (default models/iris/<version>).")
     train.add_argument("--version", default="1.0.0", help="Model version recorded in the manifest.")
     train.set_defaults(handler=_train)
+
+    package = commands.add_parser(
+        "package", help="Package a fitted scikit-learn classifier or regressor (joblib file + CSV) as an artifact folder."
+    )
+    package.add_argument("--model", type=Path, required=True, help="The fitted estimator, saved with joblib.dump.")
+    package.add_argument("--data", type=Path, required=True, help="CSV of training (or sample) rows; header = feature names.")
+    package.add_argument("--target", help="The CSV's target column: scored for metrics, not a feature.")
+    package.add_argument("--name", help="Model name, [a-z0-9][a-z0-9_.-]* (default: the model file's name).")
+    package.add_argument("--version", default="1.0.0", help="Model version recorded in the manifest.")
+    package.add_argument("--out", type=Path, help="Artifact folder (default models/<name>/<version>).")
+    package.set_defaults(handler=_package)
 
     serve = commands.add_parser("serve", help="Serve the web API with uvicorn (settings from IRISSERVE_* and PORT).")
     serve.set_defaults(handler=_serve)

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from irisserve.tools.bench.errors import BenchError
 from irisserve.core.errors import IrisServeError
+from irisserve.tools.bench.errors import BenchError
 
 DEFAULT_OUT_DIR = Path("bench-out")
 DEFAULT_MODEL_DIR = Path("models/iris/1.0.0")
@@ -39,7 +39,7 @@ def build_parser(prog: str = "irisserve bench") -> argparse.ArgumentParser:
     counts.add_argument("--repeats", type=int, default=3, help="Local: repeats whose median is reported (default 3).")
     counts.add_argument("--inprocess-calls", type=int, default=2000, help="Local: timed single-row inferences per repeat (default 2000).")
     local = parser.add_argument_group("local set-up")
-    local.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="Artifact to serve (default %(default)s).")
+    local.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="Artifact to serve locally; remote: the deployed artifact, whose example row is posted (default %(default)s).")
     local.add_argument("--bundle", type=Path, help="Prebuilt function bundle (default: build one into the output folder).")
     local.add_argument("--no-function", action="store_true", help="Local: measure the web service only.")
     out = parser.add_argument_group("output")
@@ -71,7 +71,13 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 def _progress(enabled: bool) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
     """A rich progress bar per stage, on stderr; a no-op when disabled or not on a terminal."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     console = Console(stderr=True)
     if not enabled or not console.is_terminal:
@@ -101,13 +107,19 @@ def _run_local(args: argparse.Namespace, out_dir: Path, progress: Callable[[str,
 
 
 def _run_remote(args: argparse.Namespace, progress: Callable[[str, int], Callable[[int], None]]) -> dict[str, Any]:
+    from irisserve.core.errors import ArtifactError
+    from irisserve.tools.bench.local import example_row
     from irisserve.tools.bench.remote import RemoteTarget, run_remote
 
+    try:
+        payload = example_row(args.model_dir)
+    except ArtifactError as exc:
+        raise BenchError(f"The benchmark posts the deployed model's example row, read from --model-dir: {exc}") from None
     targets = []
     if args.cloud_run_url:
-        targets.append(RemoteTarget.cloud_run(args.cloud_run_url))
+        targets.append(RemoteTarget.cloud_run(args.cloud_run_url, payload))
     if args.cloud_function_url:
-        targets.append(RemoteTarget.cloud_function(args.cloud_function_url))
+        targets.append(RemoteTarget.cloud_function(args.cloud_function_url, payload))
     requests = args.num_requests or REMOTE_REQUESTS
     per_target = 1 + requests + (requests if args.concurrency > 1 else 0)
     tick = progress("requests", per_target * len(targets))

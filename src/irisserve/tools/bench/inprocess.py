@@ -1,4 +1,5 @@
-"""Single-row inference inside this process: the raw backend call and the full ``Predictor.predict_rows`` path."""
+"""Single-row inference inside this process: the raw backend call, and the pipeline's predict-and-encode of one
+validated row (reported as ``predict_rows``: predictor, out-of-range flags, response objects)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from irisserve.core.errors import IrisServeError
+from irisserve.core.pipeline import Limits, RequestPipeline
 from irisserve.core.predictor import BACKENDS, Predictor
-from irisserve.core.schemas import FEATURE_NAMES, SEED_EXAMPLE
 from irisserve.tools.bench.stats import median, summarize_ms
 
 WARM_UP_CALLS = 50
@@ -43,13 +44,13 @@ def measure_backend(model_dir: Path, backend: str, *, calls: int, repeats: int) 
         predictor = _load(model_dir, backend)
     except IrisServeError as exc:
         return {"backend": backend, "error": str(exc)}
-    row = [SEED_EXAMPLE[name] for name in FEATURE_NAMES]
+    row = list(predictor.spec.example.values())
     raw_input = np.asarray([row], dtype=np.float32)
-    # Predictor has no public hook for the bare backend call; the benchmark reads the private attribute.
-    backend_call = predictor.backend.predict_proba
+    backend_call = predictor.backend.run
+    pipeline = RequestPipeline(predictor, Limits(max_body_bytes=1 << 20, max_batch_size=1))
     if backend == "sklearn":
         calls = min(calls, SKLEARN_MAX_CALLS)
-    paths = {"backend_call": lambda: backend_call(raw_input), "predict_rows": lambda: predictor.predict_rows([row])}
+    paths = {"backend_call": lambda: backend_call(raw_input), "predict_rows": lambda: pipeline.answers([row])}
     result: dict[str, Any] = {"backend": backend, "calls_per_repeat": calls}
     for name, call in paths.items():
         runs = [summarize_ms(_time_calls(call, calls)) for _ in range(repeats)]

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from irisserve.core.artifact import read_manifest
+from irisserve.core.spec import ModelSpec
 from irisserve.tools.bench.errors import BenchError
-from irisserve.core.schemas import SEED_EXAMPLE
 
 LOOPBACK = "127.0.0.1"
 POLL_INTERVAL_S = 0.002  # the first-response phase is only this precise; a refused connect costs ~50 µs
@@ -52,7 +53,13 @@ class ServiceSpec:
     env: Mapping[str, str]
     predict_path: str
     health_path: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
     cwd: Path | None = None
+
+
+def example_row(model_dir: Path) -> dict[str, float]:
+    """The served model's example row, from its manifest: what every benchmark request posts."""
+    return ModelSpec.from_manifest(read_manifest(model_dir)).example
 
 
 def web_service(model_dir: Path, *, backend: str = "onnx", name: str = "web") -> ServiceSpec:
@@ -66,7 +73,7 @@ def web_service(model_dir: Path, *, backend: str = "onnx", name: str = "web") ->
         "IRISSERVE_WORKERS": "1",
         "IRISSERVE_LOG_LEVEL": "warning",
     }
-    return ServiceSpec(name, command, env, predict_path="/predict", health_path="/health")
+    return ServiceSpec(name, command, env, predict_path="/predict", health_path="/health", payload=example_row(model_dir))
 
 
 def cloud_function(bundle_dir: Path, *, load: str = "lazy", name: str | None = None) -> ServiceSpec:
@@ -82,7 +89,9 @@ def cloud_function(bundle_dir: Path, *, load: str = "lazy", name: str | None = N
         "IRISSERVE_LOG_LEVEL": "warning",
         "GUNICORN_LOG_LEVEL": "warning",
     }
-    return ServiceSpec(name or f"function-{load}", command, env, predict_path="/", health_path="/", cwd=bundle)
+    return ServiceSpec(
+        name or f"function-{load}", command, env, predict_path="/", health_path="/", payload=example_row(bundle / "model"), cwd=bundle
+    )
 
 
 def free_port() -> int:
@@ -137,7 +146,7 @@ class ServerProcess:
                 )
             self.probes += 1
             with contextlib.suppress(OSError, http.client.HTTPException):
-                status, body = request(self.port, "POST", self.spec.predict_path, SEED_EXAMPLE, timeout=timeout)
+                status, body = request(self.port, "POST", self.spec.predict_path, self.spec.payload, timeout=timeout)
                 if status == 200:
                     self.first_ok_at = time.time()
                     return self.first_ok_at - self.spawned_at

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +19,6 @@ import httpx
 from irisserve.tools.bench.errors import BenchError, answer_error, transport_error
 from irisserve.tools.bench.load import LoadResult
 from irisserve.tools.bench.stats import cdf_ms
-from irisserve.core.schemas import SEED_EXAMPLE
 
 NOT_MEASURED = (
     "Cold start inside the platform (instance scheduling, container or function start, model load) cannot be "
@@ -34,21 +33,22 @@ class RemoteTarget:
 
     name: str
     predict_url: str
+    payload: Mapping[str, Any]
 
     @classmethod
-    def cloud_run(cls, url: str) -> RemoteTarget:
-        return cls("cloud-run", url.rstrip("/") + "/predict")
+    def cloud_run(cls, url: str, payload: Mapping[str, Any]) -> RemoteTarget:
+        return cls("cloud-run", url.rstrip("/") + "/predict", payload)
 
     @classmethod
-    def cloud_function(cls, url: str) -> RemoteTarget:
-        return cls("cloud-function", url)
+    def cloud_function(cls, url: str, payload: Mapping[str, Any]) -> RemoteTarget:
+        return cls("cloud-function", url, payload)
 
 
-def post_once(client: httpx.Client, url: str, *, timeout: float) -> tuple[float, dict[str, Any]]:
+def post_once(client: httpx.Client, url: str, payload: Mapping[str, Any], *, timeout: float) -> tuple[float, dict[str, Any]]:
     """One prediction; returns (seconds, answer) or raises BenchError saying what went wrong."""
     started = time.perf_counter()
     try:
-        answer = client.post(url, json=SEED_EXAMPLE, timeout=timeout)
+        answer = client.post(url, json=payload, timeout=timeout)
     except httpx.HTTPError as exc:
         raise transport_error("POST", url, exc, timeout=timeout) from None
     elapsed = time.perf_counter() - started
@@ -69,7 +69,7 @@ def _warm(client: httpx.Client, target: RemoteTarget, requests: int, concurrency
 
     def one(_: int) -> None:
         try:
-            elapsed, _body = post_once(client, target.predict_url, timeout=timeout)
+            elapsed, _body = post_once(client, target.predict_url, target.payload, timeout=timeout)
             result.latencies_s.append(elapsed)
         except BenchError as exc:
             result.record_error(str(exc))
@@ -98,7 +98,7 @@ def run_remote(
             time.sleep(idle_seconds)
         first = {}
         for target in targets:
-            seconds, body = post_once(clients[target.name], target.predict_url, timeout=timeout)
+            seconds, body = post_once(clients[target.name], target.predict_url, target.payload, timeout=timeout)
             first[target.name] = {"seconds": seconds, "answer": body}
             tick(1)
         results: dict[str, Any] = {}
@@ -106,7 +106,7 @@ def run_remote(
         for _ in range(requests):  # interleaved, request by request, so both see the same network
             for target in targets:
                 try:
-                    elapsed, _body = post_once(clients[target.name], target.predict_url, timeout=timeout)
+                    elapsed, _body = post_once(clients[target.name], target.predict_url, target.payload, timeout=timeout)
                     sequential[target.name].latencies_s.append(elapsed)
                 except BenchError as exc:
                     sequential[target.name].record_error(str(exc))

@@ -234,7 +234,7 @@ def _phase_bars(axis: Any, cold: dict[str, Any]) -> None:
     for index, phase in enumerate(phase_names):
         widths = [cold[name]["median_phase_s"].get(phase, 0.0) * 1e3 for name in names]
         axis.barh(names, widths, left=left, label=phase, color=PHASE_COLOURS[index % len(PHASE_COLOURS)])
-        left = [a + b for a, b in zip(left, widths)]
+        left = [a + b for a, b in zip(left, widths, strict=True)]
     for y, name in enumerate(names):
         axis.text(left[y], y, f"  {cold[name]['median_s'] * 1e3:.0f} ms", va="center", fontsize=8)
     axis.set_xlabel("ms from spawn (medians of phases)")

@@ -11,11 +11,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from irisserve.core.predictor import BACKENDS
 from irisserve.tools.bench import inprocess
 from irisserve.tools.bench.load import Endpoint, LoadResult, run_load
-from irisserve.tools.bench.local import ServerProcess, ServiceSpec, cloud_function, memory, started, web_service
+from irisserve.tools.bench.local import (
+    ServerProcess,
+    ServiceSpec,
+    cloud_function,
+    memory,
+    started,
+    web_service,
+)
 from irisserve.tools.bench.stats import cdf_ms, median, median_of
-from irisserve.core.schemas import SEED_EXAMPLE
 
 MEMORY_AFTER_REQUESTS = 1000
 # A task is (description, total); the sink returns the function that advances it.
@@ -129,7 +136,7 @@ def _serving(specs: list[ServiceSpec], plan: LocalPlan) -> Iterator[dict[str, Se
 
 def _loads(spec: ServiceSpec, server: ServerProcess, plan: LocalPlan, turn: int) -> list[tuple[str, Endpoint, int, int]]:
     """The loads of one repeat, as (kind, endpoint, requests, clients); /health goes first every other turn."""
-    predict = Endpoint.from_url(server.base_url + spec.predict_path, "POST", SEED_EXAMPLE)
+    predict = Endpoint.from_url(server.base_url + spec.predict_path, "POST", spec.payload)
     loads = [("predict_concurrent", predict, plan.warm_requests, plan.concurrency)]
     if spec.health_path == "/health":  # only the web service has a trivial endpoint to compare with
         health = Endpoint.from_url(server.base_url + spec.health_path, "GET")
@@ -167,7 +174,7 @@ def run_local(plan: LocalPlan, progress: ProgressSink = no_progress) -> dict[str
     results: dict[str, Any] = {"mode": "local", "machine": machine(), "plan": plan.as_dict()}
     tick = progress("in-process inference", 2)
     results["inprocess"] = []
-    for backend in inprocess.BACKENDS:
+    for backend in BACKENDS:
         results["inprocess"].append(
             inprocess.measure_backend(plan.model_dir, backend, calls=plan.inprocess_calls, repeats=plan.repeats)
         )

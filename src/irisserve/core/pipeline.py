@@ -1,0 +1,250 @@
+"""The one request pipeline both front doors call: bytes in, bytes out.
+
+decode (JSON) → limits (body size; batch size before any row is validated) → validate (the spec's
+generated models; at most ``MAX_ERRORS_SHOWN`` errors echoed, each input cut short) → predict (one
+vectorised call) → encode (the HTTP body, built here and nowhere else). A front door only translates:
+its request's bytes to a call here, the answer or the raised ``IrisServeError`` (``errors.error_answer``)
+to its framework's response. Bodies are FastAPI's shapes, so the web service's API is what it was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from irisserve.core.errors import (
+    BadRequestError,
+    PayloadTooLargeError,
+    RequestValidationFailed,
+    encode_json,
+)
+from irisserve.core.predictor import ClassPredictions, Predictions, Predictor
+from irisserve.core.spec import ModelSpec
+
+# A 1 MiB body of {"0":0,"1":0,...} breaks the schema 80,000 times; listing every error took 7 s of CPU
+# and an 11 MB answer. The first few tell the client what to fix.
+MAX_ERRORS_SHOWN = 20
+MAX_INPUT_ITEMS_ECHOED = 20
+MAX_INPUT_CHARS_ECHOED = 200
+TOO_DEEP = "The request body is nested too deeply to parse; send a flat JSON object of feature names and numbers."
+NUMBER_TOO_LONG = "The request body holds a number too long to parse; send features as ordinary decimal numbers."
+NOT_UTF8 = "The request body is not UTF-8 text; send JSON encoded as UTF-8."
+
+# Called after each model call with the spec, the predictions, each row's out-of-range features and the
+# seconds the model took (the web service counts them in its metrics).
+PredictionObserver = Callable[[ModelSpec, Predictions, list[list[str]], float], None]
+
+
+class Answer(NamedTuple):
+    """A prediction's JSON body and its W3C Server-Timing header (each stage's milliseconds)."""
+
+    body: bytes
+    server_timing: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int
+    max_batch_size: int
+
+
+def body_too_large(limit: int, size: int | None = None) -> PayloadTooLargeError:
+    """The 413 for a body over IRISSERVE_MAX_BODY_BYTES (``size`` when Content-Length told it)."""
+    got = f"is {size} bytes" if size is not None else "is larger than that"
+    return PayloadTooLargeError(
+        f"The request body {got}; the limit is {limit} bytes (setting IRISSERVE_MAX_BODY_BYTES). "
+        "Send fewer rows per request."
+    )
+
+
+def check_batch_size(count: int, limit: int) -> None:
+    """Refuse a batch over the configured limit, naming both numbers and the setting."""
+    if count > limit:
+        raise PayloadTooLargeError(
+            f"The batch has {count} instances; the limit is {limit} (setting IRISSERVE_MAX_BATCH_SIZE)."
+        )
+
+
+# --- decode ---------------------------------------------------------------------------------------
+
+
+def decode_json(body: bytes) -> Any:
+    """The body as JSON, refused the way FastAPI refuses a body it cannot read (its 422 shapes), or a 400
+    saying what is wrong when the bytes cannot be JSON at all."""
+    if not body.strip():
+        raise RequestValidationFailed([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}])
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise RequestValidationFailed(
+            [{"type": "json_invalid", "loc": ["body", exc.pos], "msg": "JSON decode error", "input": {}, "ctx": {"error": exc.msg}}]
+        ) from None
+    except UnicodeDecodeError:
+        raise BadRequestError(NOT_UTF8) from None
+    except RecursionError:
+        raise BadRequestError(TOO_DEEP) from None
+    except ValueError:  # int() past sys.get_int_max_str_digits()
+        raise BadRequestError(NUMBER_TOO_LONG) from None
+
+
+# --- validate ---------------------------------------------------------------------------------------
+
+
+def json_safe_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Validation errors as FastAPI shows them (type, loc, msg, input, ctx), made JSON-safe and capped.
+
+    FastAPI's own handler echoes ``input`` verbatim and fails with a 500 when it holds NaN or an
+    infinity; here those become strings ("nan", "inf"). At most MAX_ERRORS_SHOWN errors are listed, then
+    one entry saying how many more; a large echoed input is replaced by a note of its size."""
+    shown = [_json_safe({key: value for key, value in error.items() if key != "url"}) for error in errors[:MAX_ERRORS_SHOWN]]
+    for error in shown:
+        error["input"] = _shrink(error.get("input"))
+    if len(errors) > MAX_ERRORS_SHOWN:
+        more = len(errors) - MAX_ERRORS_SHOWN
+        shown.append({"type": "too_many_errors", "loc": ["body"], "msg": f"{more} more errors not shown; fix these first.", "input": None})
+    return shown
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    if depth > 8:
+        return "<nested too deeply, not echoed>"
+    if isinstance(value, Mapping):
+        return {str(key): _json_safe(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item, depth + 1) for item in value]
+    return str(value)
+
+
+def _shrink(value: Any) -> Any:
+    if isinstance(value, (dict, list)) and len(value) > MAX_INPUT_ITEMS_ECHOED:
+        kind = "object with" if isinstance(value, dict) else "array of"
+        return f"<{kind} {len(value)} items, not echoed>"
+    if isinstance(value, str) and len(value) > MAX_INPUT_CHARS_ECHOED:
+        return value[:MAX_INPUT_CHARS_ECHOED] + f"... <{len(value)} characters, cut>"
+    if isinstance(value, (dict, list)) and len(encode_json(value)) > MAX_INPUT_CHARS_ECHOED * 5:
+        return f"<{'object' if isinstance(value, dict) else 'array'} of {len(encode_json(value))} bytes, not echoed>"
+    return value
+
+
+def validate(schema: type[BaseModel], payload: Any) -> Any:
+    """Validate a decoded JSON value; raise RequestValidationFailed in FastAPI's shape (loc starts with "body")."""
+    try:
+        return schema.model_validate(payload, from_attributes=True)  # as FastAPI does: same error types
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise RequestValidationFailed(json_safe_errors([{**e, "loc": ("body", *e["loc"])} for e in errors])) from None
+
+
+def row_values(instance: BaseModel) -> list[float]:
+    """A validated row's values in the spec's feature order (the generated model's field order)."""
+    return list(instance.__dict__.values())
+
+
+# --- predict and encode ------------------------------------------------------------------------------
+
+
+class RequestPipeline:
+    """One model's request path, shared by the web service and the function."""
+
+    def __init__(self, predictor: Predictor, limits: Limits, *, observe: PredictionObserver | None = None) -> None:
+        self.predictor = predictor
+        self.spec = predictor.spec
+        self.limits = limits
+        self.observe = observe
+        spec = self.spec
+        self._names = spec.feature_names
+        self._mins = [feature.minimum for feature in spec.features]
+        self._maxs = [feature.maximum for feature in spec.features]
+        self._targets = list(spec.targets)
+
+    def check_body_size(self, size: int) -> None:
+        if size > self.limits.max_body_bytes:
+            raise body_too_large(self.limits.max_body_bytes, size)
+
+    def predict_one(self, body: bytes) -> Answer:
+        """``POST /predict``: one row in, one prediction object out."""
+        return self._answer(body, batch=False)
+
+    def predict_batch(self, body: bytes) -> Answer:
+        """``POST /predict/batch``: ``{"instances": [...]}`` in, ``{"predictions": [...], "model_version"}`` out."""
+        return self._answer(body, batch=True)
+
+    def predict_any(self, body: bytes) -> Answer:
+        """The function's one URL: a batch when the object has ``instances``, else one row."""
+        return self._answer(body, batch=None)
+
+    def _answer(self, body: bytes, *, batch: bool | None) -> Answer:
+        started = time.perf_counter()
+        self.check_body_size(len(body))
+        payload = decode_json(body)
+        if batch is None:
+            batch = isinstance(payload, dict) and "instances" in payload
+        rows = self._batch_rows(payload) if batch else [row_values(validate(self.spec.request_model, payload))]
+        parsed = time.perf_counter()
+        answers = self.answers(rows)
+        predicted = time.perf_counter()
+        encoded = encode_json({"predictions": answers, "model_version": self.spec.version} if batch else answers[0])
+        timing = f"parse;dur={(parsed - started) * 1e3:.3f}, predict;dur={(predicted - parsed) * 1e3:.3f}"
+        return Answer(encoded, f"{timing}, encode;dur={(time.perf_counter() - predicted) * 1e3:.3f}")
+
+    def _batch_rows(self, payload: Any) -> list[list[float]]:
+        instances = payload.get("instances") if isinstance(payload, dict) else None
+        if isinstance(instances, list):  # before validation: a 1 MiB body holds 60,000 bad rows
+            check_batch_size(len(instances), self.limits.max_batch_size)
+        batch = validate(self.spec.batch_model, payload)
+        return [row_values(row) for row in batch.instances]
+
+    def answers(self, rows: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
+        """Predict validated rows in one model call; each row's response object."""
+        predictions, flags = self.predict_matrix(np.asarray(rows, dtype=np.float32).reshape(-1, len(self._names)), rows)
+        return encode_predictions(self.spec, predictions, flags)
+
+    def predict_matrix(self, matrix: np.ndarray, rows: Sequence[Sequence[float]] | None = None) -> tuple[Predictions, list[list[str]]]:
+        """The model call with its out-of-range flags, observed (metrics) when an observer is set."""
+        started = time.perf_counter()
+        predictions = self.predictor.predict(matrix)
+        seconds = time.perf_counter() - started
+        flags = self.out_of_range(matrix.tolist() if rows is None else rows)
+        if self.observe is not None:
+            self.observe(self.spec, predictions, flags, seconds)
+        return predictions, flags
+
+    def out_of_range(self, rows: Sequence[Sequence[float]]) -> list[list[str]]:
+        """Each row's features outside the training range (still predicted, but flagged)."""
+        names, mins, maxs = self._names, self._mins, self._maxs
+        return [
+            [name for name, value, low, high in zip(names, row, mins, maxs, strict=True) if not low <= value <= high] for row in rows
+        ]
+
+
+def encode_predictions(spec: ModelSpec, predictions: Predictions, flags: list[list[str]]) -> list[dict[str, Any]]:
+    """The response object of each row: the one place the HTTP shape of a prediction is built."""
+    version = spec.version
+    if isinstance(predictions, ClassPredictions):
+        targets = spec.targets
+        return [
+            {
+                "prediction": targets[class_id],
+                "prediction_id": class_id,
+                "confidence": probabilities[class_id],
+                "probabilities": dict(zip(targets, probabilities, strict=True)),
+                "model_version": version,
+                "out_of_range_features": flagged,
+            }
+            for class_id, probabilities, flagged in zip(predictions.class_ids, predictions.probabilities, flags, strict=True)
+        ]
+    return [
+        {"prediction": value, "model_version": version, "out_of_range_features": flagged}
+        for value, flagged in zip(predictions.values, flags, strict=True)
+    ]

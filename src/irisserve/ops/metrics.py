@@ -1,0 +1,142 @@
+"""Prometheus metrics: requests by route and status, latency, in-flight, inference time, predictions by
+class, out-of-range inputs by feature, validation errors, model load.
+
+Every label value comes from a bounded set (route templates, known methods, the spec's classes and
+features), so hostile paths or methods cannot grow the metrics. With several workers, prometheus_client's
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by ``irisserve serve``) lets /metrics add up every
+worker's counts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Scope
+
+from irisserve.core.predictor import ClassPredictions, Predictions
+from irisserve.core.spec import ModelSpec
+from irisserve.ops.lifecycle import MULTIPROC_ENV
+
+PREFIX = "irisserve"
+REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+INFERENCE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+UNMATCHED_ROUTE = "unmatched"
+
+# The *_created series double the scrape for no use here (Prometheus derives resets from the counters).
+disable_created_metrics()
+
+REQUESTS = Counter(f"{PREFIX}_http_requests", "HTTP requests answered, by method, route and status.", ["method", "route", "status"])
+REQUEST_SECONDS = Histogram(
+    f"{PREFIX}_http_request_duration_seconds", "Time from request to last response byte.", ["method", "route"], buckets=REQUEST_BUCKETS
+)
+IN_FLIGHT = Gauge(f"{PREFIX}_http_requests_in_flight", "Requests being handled now.", multiprocess_mode="livesum")
+INFERENCE_SECONDS = Histogram(
+    f"{PREFIX}_inference_duration_seconds", "Time in the model for one request (all its rows).", buckets=INFERENCE_BUCKETS
+)
+VALIDATION_ERRORS = Counter(f"{PREFIX}_validation_errors", "Requests refused because the body broke the schema.", ["route"])
+PREDICTIONS = Counter(f"{PREFIX}_predictions", "Rows predicted, by predicted class.", ["class"])
+OUT_OF_RANGE = Counter(
+    f"{PREFIX}_out_of_range_inputs", "Rows with a feature outside the training data's range (a drift signal).", ["feature"]
+)
+MODEL_LOAD_SECONDS = Gauge(
+    f"{PREFIX}_model_load_seconds", "Seconds to verify and open the model artifact.", multiprocess_mode="liveall"
+)
+PROCESS_START = Gauge(
+    f"{PREFIX}_process_start_time_seconds", "When this server process started (Unix time).", multiprocess_mode="liveall"
+)
+
+_out_of_range_children: dict[str, Any] = {}
+_prediction_children: dict[str, Any] = {}
+_validation_children: dict[str, Any] = {}
+
+
+def _process_start_time() -> float:
+    """The kernel's start time of this process (Linux), else now: imports happen a moment after start."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        return int(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
+PROCESS_START.set(_process_start_time())
+
+
+def record_predictions(spec: ModelSpec, predictions: Predictions, flags: list[list[str]], seconds: float) -> None:
+    """Time one model call and count its rows by predicted class (classifiers) and its out-of-range features.
+
+    The pipeline's observer: called by every front door that keeps metrics, for /predict, batches and V2."""
+    INFERENCE_SECONDS.observe(seconds)
+    if isinstance(predictions, ClassPredictions):
+        for class_id in set(predictions.class_ids):
+            name = spec.targets[class_id]
+            child = _prediction_children.get(name)
+            if child is None:
+                child = _prediction_children[name] = PREDICTIONS.labels(name)
+            child.inc(predictions.class_ids.count(class_id))
+    for row in flags:
+        for feature in row:
+            child = _out_of_range_children.get(feature)
+            if child is None:
+                child = _out_of_range_children[feature] = OUT_OF_RANGE.labels(feature=feature)
+            child.inc()
+
+
+def record_validation_error(route: str) -> None:
+    child = _validation_children.get(route)
+    if child is None:
+        child = _validation_children[route] = VALIDATION_ERRORS.labels(route)
+    child.inc()
+
+
+def record_model_load(seconds: float) -> None:
+    MODEL_LOAD_SECONDS.set(seconds)
+
+
+def route_of(scope: Scope) -> str:
+    """The matched route's template (``/v2/models/{model_name}/infer``): bounded label values."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or UNMATCHED_ROUTE
+
+
+def multiprocess_enabled() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def metrics_text() -> bytes:
+    """Every metric in Prometheus' text format; with several workers, the sum of all of them."""
+    if not multiprocess_enabled():
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+def mark_worker_exited() -> None:
+    """Drop this worker's live gauges (in flight, load time, start time) from the shared folder."""
+    if multiprocess_enabled():
+        multiprocess.mark_process_dead(os.getpid())
+
+
+async def read_metrics(request: Request) -> Response:
+    """Prometheus scrape endpoint."""
+    return Response(metrics_text(), media_type=CONTENT_TYPE_LATEST)
+
+
