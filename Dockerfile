@@ -1,8 +1,10 @@
 # irisserve serving image (Cloud Run, Kubernetes, plain `docker run`).
 #
 # Two stages from the same base:
-#   build  - installs the pinned training subset, trains and exports the ONNX artifact, and
-#            assembles the serving virtualenv from the pinned serving requirements;
+#   build  - installs the pinned training subset, trains and exports the Iris artifact (or, with
+#            --build-arg MODEL_DIR=models/NAME/VERSION, takes a packaged artifact from the build
+#            context and checks it loads), and assembles the serving virtualenv from the pinned
+#            serving requirements;
 #   final  - the serving virtualenv and the artifact only: no scikit-learn, no scipy, no pip,
 #            no compilers; runs as a non-root user and listens on $PORT (8080) on 0.0.0.0.
 #
@@ -12,6 +14,10 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
+
+# Empty: train the Iris default. A folder in the build context (what `irisserve package --out` wrote,
+# e.g. models/wine/1.0.0): serve that artifact instead.
+ARG MODEL_DIR=""
 
 # binutils only to strip debug symbols from extension modules below (uvloop ships 13 MB of them);
 # it never reaches the final stage. DL3008 (pin apt versions) is ignored on purpose: the version is
@@ -38,13 +44,20 @@ RUN python3 -m venv /opt/train \
  && python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-index --find-links /wheels -r requirements.txt
 
-# The package itself (.dockerignore lets only pyproject.toml, README.md, requirements and src/ in).
-# Its wheel is built once; the build backend (setuptools) lives only in pip's isolated build env.
+# The package itself (.dockerignore lets only pyproject.toml, README.md, requirements, src/ and
+# models/ in). Its wheel is built once; the build backend (setuptools) lives only in pip's isolated
+# build env. A given artifact is loaded once by the serving virtualenv (hashes, ONNX Runtime, warm-up),
+# so an artifact that would not serve fails the build, not the first start.
 COPY . .
 RUN /opt/train/bin/pip wheel --no-deps --wheel-dir /wheels/pkg . \
  && /opt/train/bin/pip install --no-deps --no-index /wheels/pkg/irisserve-*.whl \
  && /opt/venv/bin/pip install --no-deps --no-index /wheels/pkg/irisserve-*.whl \
- && /opt/train/bin/irisserve train --out /opt/model/iris/1.0.0
+ && if [ -z "$MODEL_DIR" ]; then \
+        /opt/train/bin/irisserve train --out /opt/model; \
+    else \
+        cp -r "/src/$MODEL_DIR" /opt/model \
+        && /opt/venv/bin/python -c "import sys; from irisserve.core.predictor import Predictor; Predictor(sys.argv[1]).load()" /opt/model; \
+    fi
 
 # Slim the serving virtualenv (own layers target: <= 160 MB). Not needed to serve: pip and
 # setuptools, test suites, type stubs, C headers and static libraries, numpy's f2py/distutils, and
@@ -68,7 +81,7 @@ RUN /opt/venv/bin/python -m pip uninstall --yes pip setuptools \
 FROM ${BASE_IMAGE}
 
 LABEL org.opencontainers.image.title="irisserve" \
-      org.opencontainers.image.description="Iris classifier served with FastAPI and ONNX Runtime"
+      org.opencontainers.image.description="A packaged scikit-learn model (Iris by default) served with FastAPI and ONNX Runtime"
 
 # A fixed numeric UID/GID, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 RUN groupadd --system --gid 10001 irisserve \
@@ -76,7 +89,7 @@ RUN groupadd --system --gid 10001 irisserve \
             --shell /usr/sbin/nologin irisserve
 
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /opt/model /app/models
+COPY --from=build /opt/model /app/model
 
 # IRISSERVE_HOST: the package defaults to loopback; a container must accept outside traffic.
 # PORT: Cloud Run sets it; 8080 otherwise. The model directory is absolute so the working
@@ -86,7 +99,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     IRISSERVE_HOST=0.0.0.0 \
     PORT=8080 \
-    IRISSERVE_MODEL_DIR=/app/models/iris/1.0.0
+    IRISSERVE_MODEL_DIR=/app/model
 
 WORKDIR /app
 USER 10001:10001

@@ -55,7 +55,7 @@ clean:
 image:
 	$(PYTHON) scripts/image_test.py --build-only
 
-image-test:
+image-test: venv
 	$(PYTHON) scripts/image_test.py
 
 lint-docker: venv

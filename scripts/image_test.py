@@ -15,7 +15,9 @@ engine and no container registry are needed. The steps, each printed as it runs:
    README's example, a 422, non-root user, no scikit-learn/scipy/pip/compiler, the HEALTHCHECK,
    then SIGTERM must stop it with exit code 0 within 10 s;
 6. a container with a tampered model file must refuse to start (the start-up hash check);
-7. figures: own layers (image size minus base size) and cold start (`podman run` to first 200 from
+7. a user's own model: a diabetes regressor is packaged with `irisserve package` (the project's venv),
+   built in with `--build-arg MODEL_DIR=...`, and must answer its own example with a number;
+8. figures: own layers (image size minus base size) and cold start (`podman run` to first 200 from
    /predict, median of several runs), both checked against the targets.
 
 `--build-only` stops after the build (`make image`). Standard library only. Environment knobs: IRISSERVE_PODMAN_DIR (state folder, default
@@ -52,6 +54,20 @@ STATE = Path(
 )
 BASE_IMAGE = "localhost/irisserve-base:bookworm"
 IMAGE = "localhost/irisserve:image-test"
+PACKAGED_IMAGE = "localhost/irisserve:image-test-packaged"
+# Inside the build context (.dockerignore lets models/ in); removed after the check.
+PACKAGED_MODEL_DIR = "models/image-test-diabetes/1.0.0"
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+PACKAGE_SCRIPT = """
+import sys, joblib
+from pathlib import Path
+from sklearn.datasets import load_diabetes
+from sklearn.ensemble import GradientBoostingRegressor
+work = Path(sys.argv[1])
+data = load_diabetes(as_frame=True)
+joblib.dump(GradientBoostingRegressor(n_estimators=50, random_state=0).fit(data.data, data.target), work / "model.joblib")
+data.data.assign(target=data.target).to_csv(work / "data.csv", index=False)
+"""
 BUILD_STAGE_IMAGE = "localhost/irisserve:image-test-build-stage"
 LABEL = "irisserve.image-test=1"
 APT_PACKAGES = ("podman", "runc", "debootstrap")
@@ -59,7 +75,7 @@ DEBIAN_SUITE = "bookworm"
 DEBIAN_INCLUDE = "python3,python3-venv,ca-certificates"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-MODEL_FILE_IN_IMAGE = "/app/models/iris/1.0.0/model.onnx"
+MODEL_FILE_IN_IMAGE = "/app/model/model.onnx"
 
 OWN_LAYERS_LIMIT_MB = float(os.environ.get("IRISSERVE_OWN_LAYERS_LIMIT_MB", "160"))
 COLD_START_LIMIT_S = float(os.environ.get("IRISSERVE_COLD_START_LIMIT_S", "1.0"))
@@ -280,7 +296,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_container(port: int, *extra: str) -> tuple[str, float]:
+def start_container(port: int, *extra: str, image: str = IMAGE) -> tuple[str, float]:
     """Start the image on a loopback port; returns the container name and the monotonic start time.
 
     The host's network namespace is used (bridge networking needs iptables, which this sandbox may
@@ -292,7 +308,7 @@ def start_container(port: int, *extra: str) -> tuple[str, float]:
     started = time.monotonic()
     podman("run", "--detach", "--name", name, "--label", LABEL, "--network", "host",
            "--read-only", "--env", f"PORT={port}", "--env", "IRISSERVE_HOST=127.0.0.1",
-           *extra, IMAGE)
+           *extra, image)
     return name, started
 
 
@@ -512,6 +528,40 @@ def state_lock() -> Iterator[None]:
         yield
 
 
+def check_packaged_model_image() -> None:
+    """The README's path for a user's own model: package it, build it in, serve it."""
+    artifact = REPO / PACKAGED_MODEL_DIR
+    with tempfile.TemporaryDirectory() as work:
+        try:
+            subprocess.run([str(VENV_PYTHON), "-c", PACKAGE_SCRIPT, work], check=True, timeout=300)
+            shutil.rmtree(artifact, ignore_errors=True)
+            subprocess.run(
+                [str(VENV_PYTHON), "-m", "irisserve.tools.cli", "package", "--model", f"{work}/model.joblib",
+                 "--data", f"{work}/data.csv", "--target", "target", "--name", "diabetes", "--out", str(artifact)],
+                check=True, timeout=300,
+            )
+            example = json.loads((artifact / "manifest.json").read_text())["examples"][0]
+            log(f"podman build {PACKAGED_IMAGE} (MODEL_DIR={PACKAGED_MODEL_DIR})")
+            podman("build", *build_options(), "--build-arg", f"MODEL_DIR={PACKAGED_MODEL_DIR}",
+                   "--tag", PACKAGED_IMAGE, str(REPO), capture=False)
+        finally:
+            shutil.rmtree(artifact.parent, ignore_errors=True)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    name, _ = start_container(port, image=PACKAGED_IMAGE)
+    try:
+        wait_for("POST", f"{base}/predict", example, name)
+        status, answer = http("POST", f"{base}/predict", example)
+        check(status == 200 and isinstance(answer.get("prediction"), float),
+              f"packaged diabetes image: POST /predict (its example) -> {status} {json.dumps(answer)}")
+        status, info = http("GET", f"{base}/model/info")
+        check(status == 200 and info.get("model_name") == "diabetes" and info.get("task") == "regression",
+              f"packaged diabetes image: /model/info names it ({info.get('model_name')}, {info.get('task')})")
+    finally:
+        remove_container(name)
+        podman("rmi", "--force", PACKAGED_IMAGE, check_rc=False)
+
+
 def main(argv: Sequence[str] = ()) -> int:
     build_only = "--build-only" in argv
     signal.signal(signal.SIGTERM, on_signal)
@@ -530,6 +580,7 @@ def main(argv: Sequence[str] = ()) -> int:
                 return 0
             stop_seconds = check_running_container()
             check_tampered_artifact()
+            check_packaged_model_image()
             cold = measure_cold_starts(COLD_START_RUNS)
             base_bytes, image_bytes = image_size(BASE_IMAGE), image_size(IMAGE)
     except CheckFailed as failure:

@@ -12,6 +12,7 @@ model's features, and a missing or unknown feature gets a 422 naming it, from bo
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ PROBABILITY_TOLERANCE = 1e-5
 
 class Served(NamedTuple):
     zoo: models_zoo.ZooModel
+    artifact: Path
     manifest: dict[str, Any]
     web: httpx.Client
     function: httpx.Client
@@ -60,7 +62,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                        env=function_env(out), ready_path="/") as function, \
             httpx.Client(base_url=web.base_url, timeout=30) as web_client, \
             httpx.Client(base_url=function.base_url, timeout=30) as function_client:
-        yield Served(zoo, manifest, web_client, function_client, package_seconds)
+        yield Served(zoo, out, manifest, web_client, function_client, package_seconds)
     print(f"\n{name}: packaged in {package_seconds:.2f} s")
 
 
@@ -163,3 +165,23 @@ def test_missing_and_unknown_features_are_named_by_both_doors(served: Served) ->
         (error,) = web.json()["detail"]
         assert error["loc"] == ["body", named]
         assert error["type"] == ("missing" if kind == "missing" else "extra_forbidden")
+
+
+def test_the_function_bundle_serves_the_model(served: Served, tmp_path: Path) -> None:
+    """`irisserve bundle-function --model-dir` ships this artifact; the bundle answers as the web service does."""
+    bundle = tmp_path / "bundle"
+    result = subprocess.run(
+        [IRISSERVE, "bundle-function", "--model-dir", str(served.artifact), "--out", str(bundle)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    row = rows_of(served)[0]
+    script = (
+        "import json, functions_framework\n"
+        f"app = functions_framework.create_app(target='predict', source={str(bundle / 'main.py')!r})\n"
+        f"print(app.test_client().post('/', json={row!r}).get_data(as_text=True))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IRISSERVE_") and k != "PYTHONPATH"}
+    answer = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.strip().splitlines()[-1] == served.web.post("/predict", json=row).text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,10 +64,15 @@ def _package_summary(manifest: dict[str, Any], out: Path, seconds: float) -> str
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from irisserve.core.settings import get_settings
+    from irisserve.core.artifact import read_manifest
+    from irisserve.core.settings import ENV_PREFIX, get_settings
     from irisserve.ops.lifecycle import exit_cleanly_on_signals, multiprocess_metrics_dir
 
+    if args.model_dir:  # through the environment, so every uvicorn worker process serves it too
+        os.environ[f"{ENV_PREFIX}MODEL_DIR"] = str(args.model_dir.resolve())
+        get_settings.cache_clear()
     settings = get_settings()
+    read_manifest(settings.model_dir)  # a missing or malformed artifact: one line and exit 2, before any worker starts
     exit_cleanly_on_signals()
     with multiprocess_metrics_dir(settings.workers):
         uvicorn.run(
@@ -117,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     package.set_defaults(handler=_package)
 
     serve = commands.add_parser("serve", help="Serve the web API with uvicorn (settings from IRISSERVE_* and PORT).")
+    serve.add_argument("--model-dir", type=Path, help="Artifact to serve (default IRISSERVE_MODEL_DIR, else models/iris/1.0.0).")
     serve.set_defaults(handler=_serve)
 
     bundle = commands.add_parser(
