@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 MODEL_DIR := models/iris/1.0.0
 
-.PHONY: venv model train run test lint bench clean bundle-function
+.PHONY: venv model train run test lint bench clean bundle-function browser-test
 
 venv: $(VENV)/.installed
 
@@ -29,6 +29,16 @@ run: model
 
 test: model lint
 	$(BIN)/python -m pytest
+
+# The model page in a real browser (tests marked `browser`, left out of `make test`): Debian's Chromium,
+# installed with apt-get when missing (CI is a fresh root Debian machine), driven by Playwright for Python.
+# Never `playwright install`: it downloads a browser build, which this network refuses.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser-test: model
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
+	$(BIN)/python -m pytest -m browser
 
 # ruff and mypy (strict; settings in pyproject.toml) on the package.
 lint: venv

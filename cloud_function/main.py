@@ -1,4 +1,5 @@
-"""Cloud Functions (gen2) entry point ``predict``: a thin shell over ``irisserve.function.handler``.
+"""Cloud Functions (gen2) entry point ``predict``: a thin shell over ``irisserve.function.handler``, served by the
+gunicorn that ``irisserve.function.server`` tunes.
 
 Locally:  functions-framework --source cloud_function/main.py --target predict --port 8080
 Deploy:   irisserve bundle-function --out build/cloud_function, then
@@ -25,7 +26,14 @@ if (HERE / "irisserve" / "__init__.py").is_file():
 if (HERE / "model" / "manifest.json").is_file():
     os.environ.setdefault("IRISSERVE_MODEL_DIR", str(HERE / "model"))
 
-from irisserve.function.handler import handle, load_model  # noqa: E402  (sys.path and the model dir must be set first)
+# sys.path and the model dir must be set before these imports. install() comes before the handler's import, so
+# its logging is in place when import mode loads the model; it tunes the gunicorn functions-framework starts next
+# (drain on SIGTERM, read deadline, threads: docs/function.md, "Shutdown, slow clients and logs").
+from irisserve.function.server import install  # noqa: E402
+
+install()
+
+from irisserve.function.handler import handle, load_model  # noqa: E402
 
 __all__ = ["load_model", "predict"]
 

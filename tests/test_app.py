@@ -255,6 +255,13 @@ OPENAPI_CHANGES = {
     ("components", "schemas", "ModelInfo", "properties", "task"),
     ("components", "schemas", "ModelInfo", "properties", "target_names", "description"),
     ("components", "schemas", "ModelInfo", "required"),
+    # The model page (GET /) and the JSON it reads (docs/ui.md): new paths and their own schemas, nothing else touched.
+    *[("paths", path) for path in ("/", "/model/inputs", "/model/stats", "/model/drift")],
+    *[
+        ("components", "schemas", name)
+        for name in ("ModelInputs", "FeatureInput", "StatsResponse", "RequestStats", "RouteStats", "PredictionStats",
+                     "ValueSummary", "OutOfRangeStats", "DriftReport", "FeatureDrift")
+    ],
 }
 
 

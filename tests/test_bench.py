@@ -39,6 +39,9 @@ def test_local_mode_runs_both_patterns_and_writes_json_report_and_chart(model_di
     assert results["mode"] == "local" and results["machine"]["cpus"] >= 1
     assert {row["backend"] for row in results["inprocess"]} == {"onnx", "sklearn"}
     assert results["inprocess"][0]["backend_call"]["p50_us"] > 0
+    onnx = next(row for row in results["inprocess"] if row["backend"] == "onnx")
+    for path in ("predict_rows_metrics", "predict_rows_metrics_live", "live_observe", "record_request"):
+        assert onnx[path]["p50_us"] > 0, path  # the live panel's cost per request
     assert set(results["cold_start"]) == {"web", "function-lazy", "function-import"}
     for summary in results["cold_start"].values():
         phases = summary["samples"][0]["phases"]
@@ -53,10 +56,11 @@ def test_local_mode_runs_both_patterns_and_writes_json_report_and_chart(model_di
             assert summary["errors"] == 0 and len(summary["cdf_ms"]) == 101
     assert warm["predict_to_health_throughput_ratio"]["median"] > 0
     assert warm["memory"]["web"]["rss_mb"] > 10 and warm["memory"]["function"]["processes"] == 2
-    assert {t["verdict"] for t in results["targets"]} <= {"PASS", "MISS"} and len(results["targets"]) == 6
+    assert {t["verdict"] for t in results["targets"]} <= {"PASS", "MISS"} and len(results["targets"]) == 7
 
     report = output.with_suffix(".md").read_text()
     assert "## Targets" in report and "results.png" in report and "function-import" in report
+    assert "## Live figures and drift: cost per request" in report and "Drift + live figures added" in report
     assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -36,7 +36,7 @@ def test_bundle_holds_main_pins_package_and_verified_artifact(bundle: BundleInfo
     package = {name.removeprefix("irisserve/") for name in files if name.startswith("irisserve/")}
     assert {
         "__init__.py", "core/__init__.py", "function/__init__.py", "function/handler.py", "core/predictor.py",
-        "core/settings.py", "core/errors.py",
+        "core/settings.py", "core/errors.py", "ops/drift.py", "ops/live.py", "ui/__init__.py", "ui/page.html",
     } <= package
     assert not any(name.startswith(("tools/", "web/")) for name in package), package
     assert (bundle.path / "main.py").read_bytes() == (REPO_ROOT / "cloud_function" / "main.py").read_bytes()
@@ -174,3 +174,6 @@ def test_the_bundle_serves_through_functions_framework(bundle_server: RunningSer
         assert assert_json_error(client.put("/", json=SEED_EXAMPLE), 405)
         assert assert_json_error(client.post("/", content=b" " * (1_048_576 + 1)), 413)
         assert "limit is 1000" in assert_json_error(client.post("/", json={"instances": [SEED_EXAMPLE] * 1001}), 413)
+        page = client.get("/", headers={"Accept": "text/html"})  # the model page is package data: it must come along
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert '"door":"function"' in page.text

@@ -146,16 +146,21 @@ def test_content_length_over_the_limit_is_413_naming_the_setting(keyed_client: T
 
 
 @pytest.mark.anyio
-async def test_oversized_content_length_is_refused_without_reading_the_body() -> None:
+async def test_oversized_content_length_is_refused_before_the_app_and_the_rest_dropped() -> None:
+    """The app never sees the body; the middleware reads and drops it (bounded) so the client gets its 413
+    instead of a reset (see ops.limits.discard_body)."""
     reads: list[Any] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         reads.append(await receive())
 
     sent: list[dict[str, Any]] = []
+    chunk, total = 65536, 0
 
     async def receive() -> dict[str, Any]:
-        raise AssertionError("the body was read")
+        nonlocal total
+        total += chunk
+        return {"type": "http.request", "body": b" " * chunk, "more_body": total < 5_000_000}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -163,8 +168,31 @@ async def test_oversized_content_length_is_refused_without_reading_the_body() ->
     scope = {"type": "http", "method": "POST", "path": "/predict", "headers": [(b"content-length", b"5000000")]}
     await BodyLimitMiddleware(app, max_body_bytes=1024)(scope, receive, send)
     assert reads == []
+    assert total >= 5_000_000  # dropped to the end, then answered
     assert sent[0]["status"] == 413
     assert json.loads(sent[1]["body"])["detail"].startswith("The request body is 5000000 bytes")
+
+
+@pytest.mark.anyio
+async def test_dropping_a_refused_body_stops_at_its_bound() -> None:
+    from irisserve.core.pipeline import DISCARD_MAX_BYTES
+
+    total = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal total
+        total += 1 << 20
+        return {"type": "http.request", "body": b" " * (1 << 20), "more_body": True}  # a body without end
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": [(b"content-length", b"10000000000")]}
+    await BodyLimitMiddleware(lambda *_: None, max_body_bytes=1024)(scope, receive, send)  # type: ignore[arg-type]
+    assert DISCARD_MAX_BYTES <= total <= DISCARD_MAX_BYTES + 2 * (1 << 20)
+    assert sent[0]["status"] == 413
 
 
 def chunks(total: int, size: int = 512) -> Iterator[bytes]:

@@ -48,6 +48,12 @@ class PayloadTooLargeError(IrisServeError):
     status_code = 413
 
 
+class UnsupportedMediaTypeError(IrisServeError):
+    """The body is sent in an encoding the service does not read (a compressed body, say)."""
+
+    status_code = 415
+
+
 class RequestValidationFailed(IrisServeError):
     """The body breaks the schema (or is not JSON); ``detail`` is FastAPI's list of error objects."""
 
@@ -65,9 +71,13 @@ def error_body(exc: IrisServeError) -> dict[str, Any]:
     return {"detail": str(exc)}
 
 
+# One encoder, built once: json.dumps with options builds a new JSONEncoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def encode_json(body: Any) -> bytes:
     """JSON as Starlette's JSONResponse writes it, so both front doors send the same bytes."""
-    return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return _ENCODER.encode(body).encode()
 
 
 def error_answer(exc: IrisServeError) -> tuple[int, bytes]:

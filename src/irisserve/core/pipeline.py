@@ -23,6 +23,7 @@ from irisserve.core.errors import (
     BadRequestError,
     PayloadTooLargeError,
     RequestValidationFailed,
+    UnsupportedMediaTypeError,
     encode_json,
 )
 from irisserve.core.predictor import ClassPredictions, Predictions, Predictor
@@ -33,13 +34,17 @@ from irisserve.core.spec import ModelSpec
 MAX_ERRORS_SHOWN = 20
 MAX_INPUT_ITEMS_ECHOED = 20
 MAX_INPUT_CHARS_ECHOED = 200
+# A refused (413) body is still read and dropped, up to this much, so its client reads the 413 rather than a
+# reset; past it the connection is simply closed.
+DISCARD_MAX_BYTES = 16 * 1024 * 1024
 TOO_DEEP = "The request body is nested too deeply to parse; send a flat JSON object of feature names and numbers."
 NUMBER_TOO_LONG = "The request body holds a number too long to parse; send features as ordinary decimal numbers."
 NOT_UTF8 = "The request body is not UTF-8 text; send JSON encoded as UTF-8."
 
-# Called after each model call with the spec, the predictions, each row's out-of-range features and the
-# seconds the model took (the web service counts them in its metrics).
-PredictionObserver = Callable[[ModelSpec, Predictions, list[list[str]], float], None]
+# Called after each model call with the spec, the float32 matrix the model saw ([rows, features]), the
+# predictions, each row's out-of-range features and the seconds the model took: the web service counts them in
+# its metrics, both doors feed their live figures and drift window from it.
+PredictionObserver = Callable[[ModelSpec, np.ndarray, Predictions, list[list[str]], float], None]
 
 
 class Answer(NamedTuple):
@@ -62,6 +67,14 @@ def body_too_large(limit: int, size: int | None = None) -> PayloadTooLargeError:
         f"The request body {got}; the limit is {limit} bytes (setting IRISSERVE_MAX_BODY_BYTES). "
         "Send fewer rows per request."
     )
+
+
+def check_content_encoding(content_encoding: str | None) -> None:
+    """Bodies are read as sent: a compressed one is refused (415) rather than misread as text that is not UTF-8."""
+    if content_encoding and content_encoding.strip().lower() != "identity":
+        raise UnsupportedMediaTypeError(
+            f"Content-Encoding {content_encoding.strip()[:40]!r} is not supported; send the body uncompressed."
+        )
 
 
 def check_batch_size(count: int, limit: int) -> None:
@@ -172,31 +185,50 @@ class RequestPipeline:
         if size > self.limits.max_body_bytes:
             raise body_too_large(self.limits.max_body_bytes, size)
 
-    def predict_one(self, body: bytes) -> Answer:
+    def predict_one(self, body: bytes, *, content_encoding: str | None = None) -> Answer:
         """``POST /predict``: one row in, one prediction object out."""
-        return self._answer(body, batch=False)
+        return self._answer(body, content_encoding, batch=False)
 
-    def predict_batch(self, body: bytes) -> Answer:
+    def predict_batch(self, body: bytes, *, content_encoding: str | None = None) -> Answer:
         """``POST /predict/batch``: ``{"instances": [...]}`` in, ``{"predictions": [...], "model_version"}`` out."""
-        return self._answer(body, batch=True)
+        return self._answer(body, content_encoding, batch=True)
 
-    def predict_any(self, body: bytes) -> Answer:
+    def predict_any(self, body: bytes, *, content_encoding: str | None = None) -> Answer:
         """The function's one URL: a batch when the object has ``instances``, else one row."""
-        return self._answer(body, batch=None)
+        return self._answer(body, content_encoding, batch=None)
 
-    def _answer(self, body: bytes, *, batch: bool | None) -> Answer:
+    def _answer(self, body: bytes, content_encoding: str | None, *, batch: bool | None) -> Answer:
         started = time.perf_counter()
+        check_content_encoding(content_encoding)
         self.check_body_size(len(body))
-        payload = decode_json(body)
-        if batch is None:
-            batch = isinstance(payload, dict) and "instances" in payload
-        rows = self._batch_rows(payload) if batch else [row_values(validate(self.spec.request_model, payload))]
+        rows, batch = self._rows(body, batch)
         parsed = time.perf_counter()
         answers = self.answers(rows)
         predicted = time.perf_counter()
         encoded = encode_json({"predictions": answers, "model_version": self.spec.version} if batch else answers[0])
         timing = f"parse;dur={(parsed - started) * 1e3:.3f}, predict;dur={(predicted - parsed) * 1e3:.3f}"
         return Answer(encoded, f"{timing}, encode;dur={(time.perf_counter() - predicted) * 1e3:.3f}")
+
+    def _rows(self, body: bytes, batch: bool | None) -> tuple[list[list[float]], bool]:
+        """The validated rows, and whether the body was a batch (``batch`` None: decide by ``instances``).
+
+        A valid body is parsed and validated by one pydantic call on its bytes; anything else takes the
+        decode-then-validate path, which alone words the errors (FastAPI's 422 bodies, the limits' 400/413)."""
+        as_batch = batch if batch is not None else b'"instances"' in body
+        try:
+            if as_batch:
+                instances = self.spec.batch_model.model_validate_json(body).instances  # type: ignore[attr-defined]
+                check_batch_size(len(instances), self.limits.max_batch_size)
+                return [row_values(row) for row in instances], True
+            return [row_values(self.spec.request_model.model_validate_json(body))], False
+        except ValidationError:
+            pass
+        payload = decode_json(body)
+        if batch is None:
+            batch = isinstance(payload, dict) and "instances" in payload
+        if batch:
+            return self._batch_rows(payload), True
+        return [row_values(validate(self.spec.request_model, payload))], False
 
     def _batch_rows(self, payload: Any) -> list[list[float]]:
         instances = payload.get("instances") if isinstance(payload, dict) else None
@@ -217,7 +249,7 @@ class RequestPipeline:
         seconds = time.perf_counter() - started
         flags = self.out_of_range(matrix.tolist() if rows is None else rows)
         if self.observe is not None:
-            self.observe(self.spec, predictions, flags, seconds)
+            self.observe(self.spec, matrix, predictions, flags, seconds)
         return predictions, flags
 
     def out_of_range(self, rows: Sequence[Sequence[float]]) -> list[list[str]]:

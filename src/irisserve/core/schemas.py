@@ -1,4 +1,5 @@
-"""The fixed bodies both front doors answer with, whatever the model: health, model info, errors.
+"""The fixed bodies both front doors answer with, whatever the model: health, model info and inputs, errors,
+and the live figures (requests, predictions, drift) of ``ops/live.py`` and ``ops/drift.py``.
 
 The model-specific request and response models are generated from the manifest (``spec.py``).
 """
@@ -10,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from irisserve.core.predictor import Predictor
+from irisserve.core.spec import ModelSpec
 from irisserve.core.startup import STARTUP_MARKS
 
 HEALTHY = "healthy"
@@ -46,6 +48,105 @@ class ModelInfo(BaseModel):
     files: dict[str, dict[str, Any]]
     libraries: dict[str, str]
     created_at: str
+
+
+class FeatureInput(BaseModel):
+    name: str = Field(..., description="The JSON key.")
+    description: str | None = None
+    exclusive_minimum: float | None = Field(None, description="Values must be greater than this, when set.")
+    min: float = Field(..., description="Smallest value in the training data.")
+    max: float = Field(..., description="Largest value in the training data.")
+
+
+class ModelInputs(BaseModel):
+    """What a request holds: each feature (in order) and the manifest's example rows; the model page builds its form from it."""
+
+    features: list[FeatureInput]
+    examples: list[dict[str, float]] = Field(..., description="Example rows: the first is /predict's OpenAPI example.")
+
+
+class FeatureDrift(BaseModel):
+    psi: float | None = Field(..., description="Population stability index against training; null without rows or bins.")
+    drifted: bool = Field(..., description="psi above the threshold, with at least min_rows rows in the window.")
+    training_shares: list[float] = Field(..., description="Share of training rows in each bin (the manifest's).")
+    window_shares: list[float] = Field(..., description="Share of the window's rows in each bin.")
+
+
+class DriftReport(BaseModel):
+    """Each feature's recent inputs against its training distribution (docs/ui.md)."""
+
+    model_version: str
+    rows: int = Field(..., description="Rows in the window: the last window_max_rows predicted, none older than window_max_age_seconds.")
+    threshold: float = Field(..., description="IRISSERVE_DRIFT_PSI_THRESHOLD.")
+    min_rows: int = Field(..., description="Below this many rows no feature is flagged.")
+    window_max_rows: int
+    window_max_age_seconds: float
+    drifted_features: list[str]
+    features: dict[str, FeatureDrift]
+
+
+class RouteStats(BaseModel):
+    requests: int
+    errors: int = Field(..., description="Answers with status 400 or above.")
+    statuses: dict[str, int]
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+class RequestStats(BaseModel):
+    window_seconds: float
+    covered_seconds: float = Field(..., description="Less than window_seconds when the request cap, not the clock, set the window.")
+    total: int
+    errors: int
+    p50_ms: float | None
+    p99_ms: float | None
+    routes: dict[str, RouteStats] = Field(..., description="By 'METHOD /route/template'.")
+
+
+class ValueSummary(BaseModel):
+    mean: float
+    min: float
+    max: float
+
+
+class PredictionStats(BaseModel):
+    rows: int = Field(..., description="Rows predicted since this process started.")
+    by_class: dict[str, int] | None = Field(..., description="Classifier: rows by predicted class.")
+    values: ValueSummary | None = Field(..., description="Regressor: the predictions' mean, min and max.")
+
+
+class OutOfRangeStats(BaseModel):
+    rows: int = Field(..., description="Rows with at least one feature outside its training range, since start.")
+    by_feature: dict[str, int]
+
+
+class StatsResponse(BaseModel):
+    """This process's live figures: the last minute's requests, predictions and flags since start, the drift window."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    model_version: str
+    uptime_seconds: float
+    requests: RequestStats
+    predictions: PredictionStats
+    out_of_range: OutOfRangeStats
+    drift: DriftReport
+
+
+def model_inputs_body(spec: ModelSpec) -> dict[str, Any]:
+    """The /model/inputs body: each feature with its constraint and training range, and the example rows."""
+    features = [
+        {
+            "name": feature.name,
+            "description": feature.description,
+            "exclusive_minimum": feature.exclusive_minimum,
+            "min": feature.minimum,
+            "max": feature.maximum,
+        }
+        for feature in spec.features
+    ]
+    return {"features": features, "examples": [dict(example) for example in spec.examples]}
 
 
 def health_body(predictor: Predictor | None, *, draining: bool = False, reason: str | None = None) -> tuple[int, dict[str, Any]]:

@@ -42,8 +42,24 @@ class Settings(BaseSettings):
         description="Paths that stay open without the API key (probes, scraping).",
     )
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins; ['*'] for any.")
+    drain_seconds: float = Field(
+        3.0,
+        ge=0,
+        le=30,
+        description=(
+            "After SIGTERM, keep answering (readiness 503, every answer with Connection: close) this long before "
+            "closing the listener: 3 s, then at most 5 s to finish in-flight requests, fits Cloud Run's 10 s."
+        ),
+    )
+    max_header_bytes: int = Field(
+        65_536, ge=1024, description="Largest request line plus headers accepted (431 past it), checked as they arrive."
+    )
     function_load: Literal["lazy", "import"] = Field(
         "lazy", description="Cloud Function: load the model on first request (lazy) or at import time."
+    )
+    ui: bool = Field(True, description="Serve the model page: GET / (web), a GET preferring text/html (function).")
+    drift_psi_threshold: float = Field(
+        0.2, gt=0, description="A feature whose PSI against training exceeds this is reported as drifted."
     )
 
     @field_validator("log_level", mode="before")

@@ -50,8 +50,8 @@ class CorsMiddleware:
         self.allowed = list(allowed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or (not self.allowed and scope["method"] != "OPTIONS"):
+            await self.app(scope, receive, send)  # nothing to add: no origin is allowed
             return
         origin = None
         preflight = False

@@ -1,4 +1,5 @@
-"""Process lifecycle around the server: the metrics folder shared by workers, and draining on SIGTERM.
+"""Process lifecycle around the server: the metrics folder shared by workers, and draining on SIGTERM
+(readiness, ``Connection: close``; ``server.py`` times the drain under `irisserve serve`).
 
 Imports no prometheus_client: ``irisserve serve`` must set PROMETHEUS_MULTIPROC_DIR before any worker
 imports it, because prometheus_client picks its storage at import time.
@@ -16,6 +17,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DRAIN_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
@@ -109,3 +114,27 @@ def exit_cleanly_on_signals() -> None:
 
 def _exit_zero(sig: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+CONNECTION_CLOSE = (b"connection", b"close")
+
+
+class DrainMiddleware:
+    """While draining, every answer carries ``Connection: close``, so keep-alive clients reconnect (to
+    another instance, behind a load balancer) instead of sending their next request on a connection
+    that is about to close."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _draining.is_set():
+            await self.app(scope, receive, send)
+            return
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), CONNECTION_CLOSE]
+            await send(message)
+
+        await self.app(scope, receive, send_closing)

@@ -10,15 +10,18 @@ stream in, with a message that says what to do.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import time
 from collections.abc import Iterable, Sequence
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from irisserve.core.errors import AuthenticationError, IrisServeError, error_answer
-from irisserve.core.pipeline import body_too_large
+from irisserve.core.errors import AuthenticationError, IrisServeError, encode_json, error_answer
+from irisserve.core.pipeline import DISCARD_MAX_BYTES, body_too_large
 from irisserve.core.settings import ENV_PREFIX
+from irisserve.v2 import is_v2_path
 
 BEARER = "bearer"
 MISSING_KEY = (
@@ -26,6 +29,8 @@ MISSING_KEY = (
     f"(setting {ENV_PREFIX}API_KEY)."
 )
 WRONG_KEY = "The API key is not valid."
+# How long a refused body may take to be read and dropped so the client gets its 413 (see discard_body).
+DISCARD_SECONDS = 5.0
 CHALLENGE = (b"www-authenticate", b'Bearer realm="irisserve"')
 
 
@@ -60,12 +65,38 @@ class BodyTooLarge(HTTPException):
         super().__init__(status_code=413, detail=str(body_too_large(limit)))
 
 
-async def send_error(send: Send, exc: IrisServeError, extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
-    """Answer with the service's error shape, ``{"detail": "..."}``, without involving the app."""
-    status, body = error_answer(exc)
+async def send_error(
+    send: Send, exc: IrisServeError, path: str, extra_headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer without involving the app, in the path's error shape: ``{"detail": ...}``, or ``{"error": ...}``
+    on the Open Inference Protocol's paths."""
+    status, body = (exc.status_code, encode_json({"error": str(exc)})) if is_v2_path(path) else error_answer(exc)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra_headers]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def discard_body(receive: Receive) -> None:
+    """Read and drop the rest of a refused body before answering, as nginx's lingering close does after: a
+    socket closed with unread data makes the kernel send a reset, which can destroy the 413 before the
+    client reads it (a 2 MiB upload from urllib lost its 413 in 6 of 20 tries). uvicorn delivers no more
+    body once the answer is sent, hence before. Bounded in bytes and time; past the bound the client may
+    see the reset."""
+    discarded = 0
+    deadline = time.monotonic() + DISCARD_SECONDS
+    while discarded <= DISCARD_MAX_BYTES:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            message = await asyncio.wait_for(receive(), timeout=remaining)
+        except TimeoutError:
+            return
+        if message["type"] != "http.request":
+            return
+        discarded += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _header(raw: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
@@ -93,7 +124,7 @@ class ApiKeyMiddleware:
         try:
             check_api_key(_header(raw, b"authorization"), _header(raw, b"x-api-key"), expected=self.api_key)
         except AuthenticationError as exc:
-            await send_error(send, exc, [CHALLENGE])
+            await send_error(send, exc, scope["path"], [CHALLENGE])
             return
         await self.app(scope, receive, send)
 
@@ -116,7 +147,8 @@ class BodyLimitMiddleware:
             # The server delivers no more than Content-Length bytes, so a body within it needs no counting.
             size = int(declared)
             if size > self.max_body_bytes:
-                await send_error(send, body_too_large(self.max_body_bytes, size))
+                await discard_body(receive)
+                await send_error(send, body_too_large(self.max_body_bytes, size), scope["path"])
                 return
             await self.app(scope, receive, send)
             return
@@ -147,4 +179,5 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if started:
                 raise
-            await send_error(send, body_too_large(limit))
+            await discard_body(receive)
+            await send_error(send, body_too_large(limit), scope["path"])

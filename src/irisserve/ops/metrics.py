@@ -1,5 +1,6 @@
 """Prometheus metrics: requests by route and status, latency, in-flight, inference time, predictions by
-class, out-of-range inputs by feature, validation errors, model load.
+class, out-of-range inputs by feature, validation errors, model load, and each feature's drift (PSI, set from
+``ops/drift.py``'s report at every scrape).
 
 Every label value comes from a bounded set (route templates, known methods, the spec's classes and
 features), so hostile paths or methods cannot grow the metrics. With several workers, prometheus_client's
@@ -9,11 +10,14 @@ worker's counts.
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -57,6 +61,13 @@ OUT_OF_RANGE = Counter(
 MODEL_LOAD_SECONDS = Gauge(
     f"{PREFIX}_model_load_seconds", "Seconds to verify and open the model artifact.", multiprocess_mode="liveall"
 )
+FEATURE_DRIFT_PSI = Gauge(
+    f"{PREFIX}_feature_drift_psi",
+    "Population stability index of the feature's recent inputs against training (drift above IRISSERVE_DRIFT_PSI_THRESHOLD).",
+    ["feature"],
+    multiprocess_mode="livemostrecent",  # each worker has its own window: the scraped worker's, refreshed at the scrape
+)
+DRIFT_WINDOW_ROWS = Gauge(f"{PREFIX}_drift_window_rows", "Rows in the drift window.", multiprocess_mode="livemostrecent")
 PROCESS_START = Gauge(
     f"{PREFIX}_process_start_time_seconds", "When this server process started (Unix time).", multiprocess_mode="liveall"
 )
@@ -79,7 +90,7 @@ def _process_start_time() -> float:
 PROCESS_START.set(_process_start_time())
 
 
-def record_predictions(spec: ModelSpec, predictions: Predictions, flags: list[list[str]], seconds: float) -> None:
+def record_predictions(spec: ModelSpec, matrix: np.ndarray, predictions: Predictions, flags: list[list[str]], seconds: float) -> None:
     """Time one model call and count its rows by predicted class (classifiers) and its out-of-range features.
 
     The pipeline's observer: called by every front door that keeps metrics, for /predict, batches and V2."""
@@ -135,8 +146,28 @@ def mark_worker_exited() -> None:
         multiprocess.mark_process_dead(os.getpid())
 
 
+def export_drift(report: Mapping[str, Any]) -> None:
+    """Set the drift gauges from a drift report (``ops/drift.py``). Below the report's ``min_rows`` a PSI says
+    little (a few rows cannot fill ten bins), so it is exported as NaN: ``> threshold`` alerts stay quiet."""
+    enough = report["rows"] >= report["min_rows"]
+    for feature, entry in report["features"].items():
+        value = entry["psi"] if enough and entry["psi"] is not None else math.nan
+        FEATURE_DRIFT_PSI.labels(feature=feature).set(value)
+    DRIFT_WINDOW_ROWS.set(report["rows"])
+
+
 async def read_metrics(request: Request) -> Response:
     """Prometheus scrape endpoint."""
     return Response(metrics_text(), media_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_endpoint(before_scrape: Callable[[], None]) -> Callable[[Request], Awaitable[Response]]:
+    """The scrape endpoint, calling ``before_scrape`` first (to refresh gauges computed on demand, such as drift)."""
+
+    async def read_fresh_metrics(request: Request) -> Response:
+        before_scrape()
+        return await read_metrics(request)
+
+    return read_fresh_metrics
 
 

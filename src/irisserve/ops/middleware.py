@@ -2,7 +2,8 @@
 
 Plain ASGI (Starlette's BaseHTTPMiddleware costs tens of microseconds a request), doing a few dictionary
 look-ups per request: metric children are cached by label values, headers are scanned once, and only
-requests no route handled are matched against the route templates.
+requests no route handled are matched against the route templates. With live figures on (the model page's
+panel), each request adds one deque append (``LiveStats.record_request``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from irisserve.ops.live import LiveStats
 from irisserve.ops.metrics import (
     IN_FLIGHT,
     REQUEST_SECONDS,
@@ -34,9 +36,10 @@ logger = logging.getLogger("irisserve")
 class ObservabilityMiddleware:
     """Counts and times every HTTP request, echoes its request id, and writes one log line for it."""
 
-    def __init__(self, app: ASGIApp, *, request_log: RequestLog | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, request_log: RequestLog | None = None, live: LiveStats | None = None) -> None:
         self.app = app
         self.request_log = request_log
+        self.live = live
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._templates: list[tuple[re.Pattern[str], str]] | None = None
 
@@ -82,6 +85,8 @@ class ObservabilityMiddleware:
             )
         children[0].inc()
         children[1].observe(seconds)
+        if self.live is not None:
+            self.live.record_request(method, route, status, seconds)
 
     def _route_label(self, scope: Scope) -> str:
         return route_of(scope) if scope.get("route") is not None else self._template_of(scope)

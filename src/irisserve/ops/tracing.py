@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 MAX_REQUEST_ID_CHARS = 128
+# Header values copied into the request log are cut here: a 1 MB User-Agent must not make a 1 MB log line.
+MAX_LOGGED_HEADER_CHARS = 512
 
 class Trace(NamedTuple):
     trace_id: str
@@ -58,9 +60,9 @@ def read_headers(raw: Sequence[tuple[bytes, bytes]]) -> RequestHeaders:
         if name == b"x-request-id":
             request_id = value.decode("latin-1")
         elif name == b"user-agent":
-            user_agent = value.decode("latin-1")
+            user_agent = value[:MAX_LOGGED_HEADER_CHARS].decode("latin-1")
         elif name == b"content-length":
-            content_length = value.decode("latin-1")
+            content_length = value[:MAX_LOGGED_HEADER_CHARS].decode("latin-1")
         elif name == b"traceparent":
             traceparent = value.decode("latin-1")
         elif name == b"x-cloud-trace-context":

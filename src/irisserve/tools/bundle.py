@@ -1,8 +1,9 @@
 """Build the Cloud Function's source folder: what ``gcloud functions deploy --source`` uploads, and nothing else.
 
 The folder holds main.py, requirements.txt (the pinned serving set: no scikit-learn, scipy or FastAPI), the
-irisserve modules main.py imports (found by reading their imports, so a new core module follows), the
-verified model artifact in ``model/`` and ``bundle.json`` listing every file's SHA-256.
+irisserve modules main.py imports (found by reading their imports, so a new core module follows) with the data
+files of their packages (``ui/page.html``), the verified model artifact in ``model/`` and ``bundle.json``
+listing every file's SHA-256.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ SOURCE_ROOT = PACKAGE_DIR.parents[1]
 ENTRY_POINT = Path("cloud_function") / "main.py"
 REQUIREMENTS = Path("requirements-function.txt")
 MODEL_FOLDER = "model"
+# Non-Python files a bundled package reads at run time (the package data pyproject.toml installs).
+DATA_PATTERNS = ("*.html",)
 BUNDLE_MANIFEST = "bundle.json"
 # Locally run bundles write bytecode; nothing but source needs uploading.
 GCLOUDIGNORE = ".gcloudignore\n__pycache__/\n*.pyc\n"
@@ -56,7 +59,8 @@ def build_bundle(out_dir: Path, model_dir: Path, *, source_root: Path = SOURCE_R
     shutil.copy2(entry, out_dir / "main.py")
     shutil.copy2(requirements, out_dir / "requirements.txt")
     (out_dir / ".gcloudignore").write_text(GCLOUDIGNORE)
-    for module in package_modules(entry):
+    modules = package_modules(entry)
+    for module in [*modules, *package_data(modules)]:
         target = out_dir / PACKAGE / module
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PACKAGE_DIR / module, target)
@@ -81,6 +85,19 @@ def package_modules(entry: Path) -> list[str]:
             raise BundleError(f"{entry} needs {PACKAGE}/{module}, but {path} does not exist.")
         found.add(module)
         pending |= _irisserve_imports(path)
+    return sorted(found)
+
+
+def package_data(modules: list[str]) -> list[str]:
+    """The data files (``DATA_PATTERNS``) beside each bundled package's ``__init__.py``, relative to the package."""
+    folders = {Path(module).parent for module in modules if Path(module).name == "__init__.py"}
+    found = {
+        (folder / path.name).as_posix()
+        for folder in folders
+        for pattern in DATA_PATTERNS
+        for path in (PACKAGE_DIR / folder).glob(pattern)
+        if path.is_file()
+    }
     return sorted(found)
 
 

@@ -67,6 +67,8 @@ def _serve(args: argparse.Namespace) -> int:
     from irisserve.core.artifact import read_manifest
     from irisserve.core.settings import ENV_PREFIX, get_settings
     from irisserve.ops.lifecycle import exit_cleanly_on_signals, multiprocess_metrics_dir
+    from irisserve.ops.request_log import configure_logging
+    from irisserve.ops.server import GRACEFUL_SHUTDOWN_S, BoundedHttpToolsProtocol, serve
 
     if args.model_dir:  # through the environment, so every uvicorn worker process serves it too
         os.environ[f"{ENV_PREFIX}MODEL_DIR"] = str(args.model_dir.resolve())
@@ -74,16 +76,22 @@ def _serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     read_manifest(settings.model_dir)  # a missing or malformed artifact: one line and exit 2, before any worker starts
     exit_cleanly_on_signals()
+    configure_logging(settings)  # the supervisor's own lines (several workers) in the same format as the app's
+    config = uvicorn.Config(
+        "irisserve.web.app:app",
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        log_config=None,
+        access_log=False,  # the app logs each request itself, in Cloud Logging's fields
+        http=BoundedHttpToolsProtocol,
+        # Cloud Run sends SIGKILL 10 s after SIGTERM: the drain (IRISSERVE_DRAIN_SECONDS, default 3), a 0.5 s
+        # grace for connections already accepted, then at most this long for requests in flight.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
     with multiprocess_metrics_dir(settings.workers):
-        uvicorn.run(
-            "irisserve.web.app:app",
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level,
-            access_log=False,  # the app logs each request itself, in Cloud Logging's fields
-            timeout_graceful_shutdown=8,  # Cloud Run allows 10 s between SIGTERM and SIGKILL
-        )
+        serve(config)
     return 0
 
 

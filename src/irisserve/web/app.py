@@ -1,7 +1,8 @@
 """The container web service: FastAPI routes over the shared request pipeline (``uvicorn irisserve.web.app:app``).
 
 The routes are built from the served model's spec, so ``/docs`` shows that model's features; each handler
-hands the body's bytes to the pipeline and sends back its bytes.
+hands the body's bytes to the pipeline and sends back its bytes. ``GET /`` is the model page (``irisserve.ui``),
+fed by /model/info, /model/inputs and /model/stats (this worker's live figures and drift window, ``ops/live.py``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from irisserve import __version__
 from irisserve.core.errors import (
@@ -23,23 +27,30 @@ from irisserve.core.errors import (
     error_answer,
 )
 from irisserve.core.pipeline import Answer, Limits, RequestPipeline
-from irisserve.core.predictor import Predictor
+from irisserve.core.predictor import Predictions, Predictor
 from irisserve.core.schemas import (
+    DriftReport,
     ErrorResponse,
     HealthResponse,
     ModelInfo,
+    ModelInputs,
+    StatsResponse,
     health_body,
     model_info_body,
+    model_inputs_body,
 )
 from irisserve.core.settings import Settings, get_settings
 from irisserve.core.spec import ModelSpec
 from irisserve.core.startup import mark
 from irisserve.ops.cors import CorsMiddleware
-from irisserve.ops.lifecycle import drain_on_signals, is_draining
+from irisserve.ops.drift import DriftMonitor
+from irisserve.ops.lifecycle import DrainMiddleware, drain_on_signals, is_draining
 from irisserve.ops.limits import ApiKeyMiddleware, BodyLimitMiddleware
+from irisserve.ops.live import LiveStats
 from irisserve.ops.metrics import (
+    export_drift,
     mark_worker_exited,
-    read_metrics,
+    metrics_endpoint,
     record_model_load,
     record_predictions,
     record_validation_error,
@@ -47,12 +58,22 @@ from irisserve.ops.metrics import (
 )
 from irisserve.ops.middleware import ObservabilityMiddleware
 from irisserve.ops.request_log import configure_logging
+from irisserve.ui import render_page
+from irisserve.v2 import is_v2_path
 from irisserve.web import v2
+from irisserve.web.fast import FastEndpoints
 
 logger = logging.getLogger("irisserve")
 
 JSON = "application/json"
 COMPONENTS = "#/components/schemas/"
+PAGE_PATH = "/"
+CLIENT_CLOSED_REQUEST = 499
+# OpenAPI security schemes for IRISSERVE_API_KEY, so Swagger UI's "Authorize" sends the key.
+SECURITY_SCHEMES = {
+    "bearerAuth": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <IRISSERVE_API_KEY>"},
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "X-API-Key: <IRISSERVE_API_KEY>"},
+}
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -96,13 +117,20 @@ def build_router(pipeline: RequestPipeline) -> APIRouter:
         status, body = health_body(predictor, draining=is_draining())
         return body if status == 200 else JSONResponse(body, status_code=status)
 
+    async def read_health_head(request: Request) -> Response:
+        """HEAD /health (load balancers and uptime checks use it): the status, no body."""
+        status, _ = health_body(predictor, draining=is_draining())
+        return Response(status_code=status)
+
+    router.add_route("/health", read_health_head, methods=["HEAD"], include_in_schema=False)
+
     @router.post(
         "/predict", response_model=spec.response_model, tags=["predict"], responses=PREDICT_ERRORS,
         openapi_extra=request_body(spec.request_model),
     )
     async def create_prediction(request: Request) -> Any:
         """Predict one row: every feature, by name."""
-        return answer(pipeline.predict_one(await request.body()))
+        return answer(pipeline.predict_one(await request.body(), content_encoding=request.headers.get("content-encoding")))
 
     @router.post(
         "/predict/batch", response_model=spec.batch_response_model, tags=["predict"], responses=PREDICT_ERRORS,
@@ -110,7 +138,7 @@ def build_router(pipeline: RequestPipeline) -> APIRouter:
     )
     async def create_batch_prediction(request: Request) -> Any:
         """Predict many rows in one vectorised call (up to IRISSERVE_MAX_BATCH_SIZE rows)."""
-        return answer(pipeline.predict_batch(await request.body()))
+        return answer(pipeline.predict_batch(await request.body(), content_encoding=request.headers.get("content-encoding")))
 
     @router.get("/model/info", response_model=ModelInfo, tags=["model"], responses=_errors(401, 503))
     async def read_model_info() -> Any:
@@ -118,6 +146,45 @@ def build_router(pipeline: RequestPipeline) -> APIRouter:
         if not predictor.ready:
             raise ModelNotReadyError("The model is not loaded yet; retry shortly.")
         return model_info_body(predictor)
+
+    @router.get("/model/inputs", response_model=ModelInputs, tags=["model"], responses=_errors(401))
+    async def read_model_inputs() -> Any:
+        """What a row holds: each feature with its constraint and training range, and the example rows."""
+        return model_inputs_body(spec)
+
+    return router
+
+
+def build_live_router(live: LiveStats) -> APIRouter:
+    """This worker's live figures (the model page's panel) and its drift window."""
+    router = APIRouter(prefix="/model", tags=["model"])
+
+    @router.get("/stats", response_model=StatsResponse, responses=_errors(401))
+    async def read_model_stats() -> Any:
+        """The last minute's requests by route (errors, p50/p99), rows by class and out-of-range since start, drift."""
+        body = live.body()
+        export_drift(body["drift"])
+        return body
+
+    @router.get("/drift", response_model=DriftReport, responses=_errors(401))
+    async def read_model_drift() -> Any:
+        """Each feature's PSI: the recent inputs' bin shares against training; drifted above IRISSERVE_DRIFT_PSI_THRESHOLD."""
+        report = live.drift.report()
+        export_drift(report)
+        return report
+
+    return router
+
+
+def build_page_router(settings: Settings) -> APIRouter:
+    """``GET /``: the model page (off with IRISSERVE_UI=false); it needs no key, the calls it makes do."""
+    router = APIRouter(tags=["ui"])
+
+    @router.get(PAGE_PATH, response_class=HTMLResponse)
+    async def read_page() -> Response:
+        """The model page: card, try-it form, batch box and live panel, in one self-contained HTML file."""
+        page = render_page(door="web", auth=bool(settings.api_key))
+        return Response(page.body, headers=page.headers)
 
     return router
 
@@ -130,24 +197,45 @@ async def handle_irisserve_error(request: Request, exc: Exception) -> Response:
     return Response(body, status_code=status, media_type=JSON)
 
 
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    """404 and 405 from routing, in the path's protocol's error shape (headers such as Allow kept)."""
+    assert isinstance(exc, StarletteHTTPException)
+    body = {"error": exc.detail} if is_v2_path(request.url.path) else {"detail": exc.detail}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client went away before its body arrived: its doing, not a server error. One line, status 499
+    (nginx's "client closed request") in the metrics; nobody is left to read the answer."""
+    logger.info("%s %s: the client disconnected before sending the whole body", request.method, request.url.path)
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def handle_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("Unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"detail": "Internal server error; the incident was logged."}, status_code=500)
 
 
-def add_request_models_to_openapi(app: FastAPI, spec: ModelSpec) -> None:
-    """The generated request models, as components the routes' requestBody entries point at."""
+def complete_openapi(app: FastAPI, spec: ModelSpec, settings: Settings) -> None:
+    """The generated request models, as components the routes' requestBody entries point at; with an API
+    key, its security schemes on every operation but the public paths."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            components = schema.setdefault("components", {})
+            schemas = components.setdefault("schemas", {})
             for model in (spec.request_model, spec.batch_model):
                 model_schema = model.model_json_schema(ref_template=COMPONENTS + "{model}")
                 schemas.update(model_schema.pop("$defs", {}))
                 schemas[model.__name__] = model_schema
-            schema["components"]["schemas"] = dict(sorted(schemas.items()))
+            components["schemas"] = dict(sorted(schemas.items()))
+            if settings.api_key:
+                components["securitySchemes"] = SECURITY_SCHEMES
+                for path, operations in schema["paths"].items():
+                    for operation in operations.values():
+                        operation["security"] = [] if path in public_paths(settings) else [{name: []} for name in SECURITY_SCHEMES]
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -158,9 +246,13 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     the model loads (and warms up) in the lifespan, before the server accepts traffic."""
     settings = settings or get_settings()
     predictor = predictor or Predictor(settings.model_dir, backend=settings.backend)
-    pipeline = RequestPipeline(
-        predictor, Limits(settings.max_body_bytes, settings.max_batch_size), observe=record_predictions
-    )
+    live = LiveStats(predictor.spec, DriftMonitor(predictor.spec, threshold=settings.drift_psi_threshold))
+
+    def observe(spec: ModelSpec, matrix: np.ndarray, predictions: Predictions, flags: list[list[str]], seconds: float) -> None:
+        record_predictions(spec, matrix, predictions, flags, seconds)
+        live.observe(spec, matrix, predictions, flags, seconds)
+
+    pipeline = RequestPipeline(predictor, Limits(settings.max_body_bytes, settings.max_batch_size), observe=observe)
     spec = pipeline.spec
 
     @asynccontextmanager
@@ -191,25 +283,42 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.state.settings = settings
     app.state.predictor = predictor
     app.state.pipeline = pipeline
-    app.include_router(build_router(pipeline))
+    app.state.live = live
+    if settings.ui:
+        app.include_router(build_page_router(settings))
+    seed_api = build_router(pipeline)
+    app.include_router(seed_api)
+    app.include_router(build_live_router(live))
     app.include_router(v2.build_router(pipeline))
-    add_request_models_to_openapi(app, spec)
+    complete_openapi(app, spec, settings)
+    app.router.redirect_slashes = False  # /predict/ is a 404, never a redirect to http:// behind an HTTPS proxy
     app.add_exception_handler(IrisServeError, handle_irisserve_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_exception)
+    app.add_exception_handler(ClientDisconnect, handle_client_disconnect)
     app.add_exception_handler(Exception, handle_unexpected_error)
-    app.add_route("/metrics", read_metrics, include_in_schema=False)
-    add_serving_middleware(app, settings)
+    app.add_route("/metrics", metrics_endpoint(lambda: export_drift(live.drift.report())), include_in_schema=False)
+    app.add_middleware(FastEndpoints, pipeline=pipeline, routes=seed_api.routes)  # added first: innermost
+    add_serving_middleware(app, settings, live)
     return app
 
 
-def add_serving_middleware(app: FastAPI, settings: Settings) -> None:
+def public_paths(settings: Settings) -> list[str]:
+    """The paths open without the API key: the setting's, and the model page (it holds nothing secret; the
+    calls it makes carry the key)."""
+    return [*settings.public_paths, *([PAGE_PATH] if settings.ui else [])]
+
+
+def add_serving_middleware(app: FastAPI, settings: Settings, live: LiveStats | None = None) -> None:
     """The last added runs first: metrics and the request log wrap the others, so they see 401s and 413s too;
-    CORS wraps the key and size checks, so a browser can read their answers."""
+    CORS wraps the key and size checks, so a browser can read their answers; the hot endpoints are answered
+    innermost, after every check, before FastAPI's routing."""
     request_log = configure_logging(settings)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, public_paths=settings.public_paths)
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, public_paths=public_paths(settings))
     app.add_middleware(CorsMiddleware, allowed=settings.cors_origins)
-    app.add_middleware(ObservabilityMiddleware, request_log=request_log)
+    app.add_middleware(DrainMiddleware)
+    app.add_middleware(ObservabilityMiddleware, request_log=request_log, live=live)
 
 
 mark("imports_done")

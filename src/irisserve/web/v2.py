@@ -23,7 +23,7 @@ from irisserve.core.errors import (
     RequestValidationFailed,
     UnknownModelError,
 )
-from irisserve.core.pipeline import RequestPipeline
+from irisserve.core.pipeline import RequestPipeline, check_content_encoding
 from irisserve.core.predictor import Predictor
 from irisserve.ops.lifecycle import is_draining
 from irisserve.ops.metrics import record_validation_error, route_of
@@ -150,6 +150,7 @@ def build_router(pipeline: RequestPipeline) -> APIRouter:
         find_model(name, version)
         if not predictor.ready:
             raise ModelNotReadyError("The model is not loaded yet; retry shortly.")
+        check_content_encoding(request.headers.get("content-encoding"))
         parsed, binary = parse_inference_request(await request.body(), request.headers.get(HEADER_LENGTH), spec)
         outputs = requested_outputs(parsed, spec)
         rows = input_rows(parsed, binary, spec, limits.max_batch_size)

@@ -1,7 +1,9 @@
 """``irisserve bench`` / ``python benchmark.py``: compare the web service and the Cloud Function.
 
 Remote mode takes the seed's flags (``--cloud-run-url``, ``--cloud-function-url``); ``--local`` starts
-both patterns on this machine and measures cold starts, warm load and memory."""
+both patterns on this machine beside small reference programs (a bare FastAPI app, an empty one, an empty
+function) and measures cold starts, warm load and memory, for --model-dir and each --also-model (default:
+scikit-learn's wine data, packaged into the output folder). Targets are ratios to the references."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ DEFAULT_OUT_DIR = Path("bench-out")
 DEFAULT_MODEL_DIR = Path("models/iris/1.0.0")
 REMOTE_REQUESTS = 20
 LOCAL_REQUESTS = 2000
+MEMORY_REQUESTS = 100_000
 
 
 def build_parser(prog: str = "irisserve bench") -> argparse.ArgumentParser:
@@ -38,9 +41,16 @@ def build_parser(prog: str = "irisserve bench") -> argparse.ArgumentParser:
     counts.add_argument("--sequential-requests", type=int, default=500, help="Local: one-client requests per repeat (default 500).")
     counts.add_argument("--repeats", type=int, default=3, help="Local: repeats whose median is reported (default 3).")
     counts.add_argument("--inprocess-calls", type=int, default=2000, help="Local: timed single-row inferences per repeat (default 2000).")
+    counts.add_argument("--batch-rows", type=int, default=1000, help="Local: rows per POST /predict/batch (default 1000, the service's limit).")
+    counts.add_argument("--batch-requests", type=int, default=200, help="Local: one-client batch requests per repeat (default 200).")
+    counts.add_argument("--memory-requests", type=int, default=MEMORY_REQUESTS,
+                        help=f"Local: POST /predict sent to a fresh web service, RSS read every tenth; 0 skips it (default {MEMORY_REQUESTS:,}).")
     local = parser.add_argument_group("local set-up")
     local.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="Artifact to serve locally; remote: the deployed artifact, whose example row is posted (default %(default)s).")
-    local.add_argument("--bundle", type=Path, help="Prebuilt function bundle (default: build one into the output folder).")
+    local.add_argument("--also-model", action="append", metavar="DIR|wine|none",
+                       help="Local: measure this artifact too, the same way (repeatable). 'wine' packages scikit-learn's wine "
+                            "data into <output folder>/models/wine/1.0.0 on first use; 'none' measures --model-dir only (default: wine).")
+    local.add_argument("--bundle", type=Path, help="Prebuilt function bundle for --model-dir (default: build one into the output folder).")
     local.add_argument("--no-function", action="store_true", help="Local: measure the web service only.")
     out = parser.add_argument_group("output")
     out.add_argument("--output", type=Path, help=f"Results JSON (default {DEFAULT_OUT_DIR}/results.json); the report and chart go beside it.")
@@ -59,10 +69,12 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     remote = args.cloud_run_url or args.cloud_function_url
     if args.local == bool(remote):
         parser.error("choose --local, or give --cloud-run-url and/or --cloud-function-url (not both modes)")
-    for name in ("num_requests", "concurrency", "cold_starts", "sequential_requests", "repeats", "inprocess_calls"):
+    for name in ("num_requests", "concurrency", "cold_starts", "sequential_requests", "repeats", "inprocess_calls", "batch_rows", "batch_requests"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.memory_requests < 0:
+        parser.error(f"--memory-requests must be 0 (no soak) or more, got {args.memory_requests}")
     if args.timeout <= 0 or args.idle_seconds < 0:
         parser.error("--timeout must be positive and --idle-seconds not negative")
 
@@ -93,13 +105,15 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int], Callable[[int], No
 
 
 def _run_local(args: argparse.Namespace, out_dir: Path, progress: Callable[[str, int], Callable[[int], None]]) -> dict[str, Any]:
+    from irisserve.tools.bench.models import also_model_dirs
     from irisserve.tools.bench.runner import LocalPlan, run_local
 
     if not (args.model_dir / "manifest.json").is_file():
         raise BenchError(f"No model artifact at {args.model_dir} (manifest.json missing); run `irisserve train` or `make model`.")
     plan = LocalPlan(
-        model_dir=args.model_dir, out_dir=out_dir, bundle_dir=args.bundle, cold_starts=args.cold_starts,
-        warm_requests=args.num_requests or LOCAL_REQUESTS, sequential_requests=args.sequential_requests,
+        model_dir=args.model_dir, out_dir=out_dir, bundle_dir=args.bundle, also_model_dirs=also_model_dirs(args.also_model, out_dir),
+        cold_starts=args.cold_starts, warm_requests=args.num_requests or LOCAL_REQUESTS, sequential_requests=args.sequential_requests,
+        batch_requests=args.batch_requests, batch_rows=args.batch_rows, memory_requests=args.memory_requests,
         concurrency=args.concurrency, repeats=args.repeats, inprocess_calls=args.inprocess_calls,
         timeout=args.timeout, function=not args.no_function,
     )
@@ -131,18 +145,17 @@ def _print_summary(results: dict[str, Any], paths: tuple[Path, Path, Path]) -> N
     from rich.console import Console
     from rich.table import Table
 
-    from irisserve.tools.bench.report import judge_targets
-
     console = Console()
     if results["mode"] == "local":
-        table = Table(title="Targets (medians of repeats, this machine)")
-        for column in ("Target", "Measured", "Target", "Verdict"):
-            table.add_column(column)
-        for v in judge_targets(results):
-            colour = "green" if v["verdict"] == "PASS" else "red"
-            table.add_row(v["target"], f"{v['measured']:,.2f} {v['unit']}", f"{v['sign']} {v['bound']:g} {v['unit']}", f"[{colour}]{v['verdict']}[/]")
-        console.print(table)
         _print_local_figures(console, results)
+        table = Table(title="Targets (medians of repeats; references measured in the same run, this machine)")
+        for column in ("Model", "Target", "Measured", "Bound", "Reference", "Verdict"):
+            table.add_column(column)
+        for v in results["targets"]:
+            colour = "green" if v["verdict"] == "PASS" else "red"
+            table.add_row(v["model"], v["target"], f"{v['measured']:,.2f} {v['unit']}", f"{v['sign']} {v['bound']:g} {v['unit']}",
+                          v["reference"], f"[{colour}]{v['verdict']}[/]")
+        console.print(table)
     else:
         for name, pattern in results["patterns"].items():
             seq = pattern["sequential"]
@@ -151,34 +164,41 @@ def _print_summary(results: dict[str, Any], paths: tuple[Path, Path, Path]) -> N
 
 
 def _print_local_figures(console: Any, results: dict[str, Any]) -> None:
-    """Both patterns side by side: cold start with its phases, warm load, memory; in-process inference first."""
+    """In-process inference, then per model every pattern side by side: cold start, warm /predict, memory."""
     from rich.table import Table
+
+    from irisserve.tools.bench.report import model_blocks, model_label, side_by_side
 
     for row in results["inprocess"]:
         if "error" in row:
             console.print(f"in-process {row['backend']}: not measured ({row['error']})")
         else:
             console.print(f"in-process {row['backend']}, one row: backend call p50 {row['backend_call']['p50_us']:.1f} µs, "
-                          f"predict_rows p50 {row['predict_rows']['p50_us']:.1f} µs")
-    cold = Table(title="Cold start, spawn → first 200 (medians)")
-    for column in ("Pattern", "Total s", "Phases (ms)"):
-        cold.add_column(column)
-    for name, summary in results["cold_start"].items():
-        phases = ", ".join(f"{phase} {seconds * 1e3:.0f}" for phase, seconds in summary["median_phase_s"].items())
-        cold.add_row(name, f"{summary['median_s']:.3f}", phases)
-    console.print(cold)
-    warm = Table(title="Warm load (medians of repeats)")
-    for column in ("Pattern", "Load", "Clients", "req/s", "p50 ms", "p99 ms", "Errors"):
-        warm.add_column(column)
-    for name, kinds in results["warm"]["patterns"].items():
-        for kind, summary in kinds.items():
-            med = summary["median_of_repeats"]
-            warm.add_row(name, kind.replace("_", " "), str(summary["runs"][0]["concurrency"]), f"{med['throughput_rps']:.0f}",
-                         f"{med['p50_ms']:.2f}", f"{med['p99_ms']:.2f}", str(summary["errors"]))
-    console.print(warm)
-    for name, mem in results["warm"]["memory"].items():
-        console.print(f"memory {name}: RSS {mem['rss_mb']:.1f} MB (PSS {mem['pss_mb'] or 0:.1f}) over {mem['processes']} process(es) "
-                      f"after {mem['after_requests']} requests")
+                          f"predict_rows p50 {row['predict_rows']['p50_us']:.1f} µs; live figures + drift add "
+                          f"{row['live_observe']['p50_us'] + row['record_request']['p50_us']:.2f} µs")
+    concurrency = results["plan"]["concurrency"]
+    for block in model_blocks(results):
+        table = Table(title=f"{model_label(block)}: irisserve and the references (medians)")
+        for column in ("Pattern", "Cold start s", f"req/s ({concurrency} clients)", "p50 ms", "p99 ms", "RSS MB"):
+            table.add_column(column)
+        for row in side_by_side(block):
+            table.add_row(row["pattern"], *(_cell(row[key], digits) for key, digits in
+                          (("cold_start_s", 3), ("throughput_rps", 0), ("p50_ms", 2), ("p99_ms", 2), ("rss_mb", 1))))
+        console.print(table)
+        web = block["warm"]["patterns"].get("web", {})
+        extra = [f"{kind.replace('_', ' ')} {summary['median_of_repeats']['throughput_rps']:,.0f} req/s, "
+                 f"p50 {summary['median_of_repeats']['p50_ms']:.2f} ms, p99 {summary['median_of_repeats']['p99_ms']:.2f} ms"
+                 for kind, summary in web.items() if kind not in ("predict_concurrent",)]
+        if extra:
+            console.print("web: " + "; ".join(extra))
+        soak = block.get("memory_soak")
+        if soak:
+            console.print(f"memory soak ({soak['pattern']}): RSS {soak['rss_mb_at_half']:.1f} MB after {soak['half_at_requests']:,} "
+                          f"requests, {soak['rss_mb_at_end']:.1f} MB after {soak['requests']:,} ({soak['errors']} errors)")
+
+
+def _cell(value: Any, digits: int) -> str:
+    return "—" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:,.{digits}f}"
 
 
 def _finite(value: Any) -> Any:

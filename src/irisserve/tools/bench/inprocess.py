@@ -1,5 +1,10 @@
 """Single-row inference inside this process: the raw backend call, and the pipeline's predict-and-encode of one
-validated row (reported as ``predict_rows``: predictor, out-of-range flags, response objects)."""
+validated row (reported as ``predict_rows``: predictor, out-of-range flags, response objects).
+
+What the model page's live figures and drift window add to each request, measured the same way: the pipeline
+with the web service's observers before them (``predict_rows_metrics``: Prometheus counts) and with them
+(``predict_rows_metrics_live``: + drift window and live counts), the live observer alone (``live_observe``) and
+the middleware's per-request record (``record_request``)."""
 
 from __future__ import annotations
 
@@ -13,6 +18,10 @@ import numpy as np
 from irisserve.core.errors import IrisServeError
 from irisserve.core.pipeline import Limits, RequestPipeline
 from irisserve.core.predictor import BACKENDS, Predictor
+from irisserve.core.spec import ModelSpec
+from irisserve.ops.drift import DriftMonitor
+from irisserve.ops.live import LiveStats
+from irisserve.ops.metrics import record_predictions
 from irisserve.tools.bench.stats import median, summarize_ms
 
 WARM_UP_CALLS = 50
@@ -47,10 +56,27 @@ def measure_backend(model_dir: Path, backend: str, *, calls: int, repeats: int) 
     row = list(predictor.spec.example.values())
     raw_input = np.asarray([row], dtype=np.float32)
     backend_call = predictor.backend.run
-    pipeline = RequestPipeline(predictor, Limits(max_body_bytes=1 << 20, max_batch_size=1))
+    limits = Limits(max_body_bytes=1 << 20, max_batch_size=1)
+    pipeline = RequestPipeline(predictor, limits)
+    live = LiveStats(predictor.spec, DriftMonitor(predictor.spec))
+
+    def observe_metrics_and_live(spec: ModelSpec, matrix: np.ndarray, predictions: Any, flags: list[list[str]], seconds: float) -> None:
+        record_predictions(spec, matrix, predictions, flags, seconds)  # what the web service's observer does
+        live.observe(spec, matrix, predictions, flags, seconds)
+
+    with_metrics = RequestPipeline(predictor, limits, observe=record_predictions)
+    with_live = RequestPipeline(predictor, limits, observe=observe_metrics_and_live)
+    predictions, flags = pipeline.predict_matrix(raw_input, [row])
     if backend == "sklearn":
         calls = min(calls, SKLEARN_MAX_CALLS)
-    paths = {"backend_call": lambda: backend_call(raw_input), "predict_rows": lambda: pipeline.answers([row])}
+    paths = {
+        "backend_call": lambda: backend_call(raw_input),
+        "predict_rows": lambda: pipeline.answers([row]),
+        "predict_rows_metrics": lambda: with_metrics.answers([row]),
+        "predict_rows_metrics_live": lambda: with_live.answers([row]),
+        "live_observe": lambda: live.observe(predictor.spec, raw_input, predictions, flags, 1e-5),
+        "record_request": lambda: live.record_request("POST", "/predict", 200, 5e-4),
+    }
     result: dict[str, Any] = {"backend": backend, "calls_per_repeat": calls}
     for name, call in paths.items():
         runs = [summarize_ms(_time_calls(call, calls)) for _ in range(repeats)]

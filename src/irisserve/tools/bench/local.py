@@ -1,8 +1,9 @@
 """Start each serving pattern as production runs it, on a free loopback port, and watch it come up.
 
-The web service runs as the container's command (``irisserve serve``); the function runs from the
-built bundle under ``functions-framework`` with ``PYTHONPATH`` set to the bundle, so the bundle's own
-copy of ``irisserve`` is the one imported (as on Cloud Functions, where the bundle is all there is).
+The web service runs as the container's command (``irisserve serve``) with its default settings; the
+function runs from the built bundle under ``functions-framework`` with ``PYTHONPATH`` set to the bundle, so
+the bundle's own copy of ``irisserve`` is the one imported (as on Cloud Functions, where the bundle is all
+there is). The references (``bench/references/``) run under the same uvicorn and functions-framework.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irisserve.core.artifact import read_manifest
-from irisserve.core.spec import ModelSpec
+from irisserve.tools.bench import payloads
 from irisserve.tools.bench.errors import BenchError
 
 LOOPBACK = "127.0.0.1"
@@ -31,6 +31,9 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 LOG_TAIL_CHARS = 1500
 VENV_BIN = Path(sys.executable).parent
+REFERENCES = Path(__file__).resolve().parent / "references"
+REFERENCE_APPS = {"bare": "bare_app", "empty": "empty_app"}
+PORT_PLACEHOLDER = "{port}"  # in a command, replaced by the port the process is given
 
 # Each start-up mark ends a phase; the phase is named by what happened since the previous mark.
 PHASE_NAMES: dict[str, str] = {
@@ -42,6 +45,16 @@ PHASE_NAMES: dict[str, str] = {
 # "ready" follows "warmed_up" by microseconds in both front doors; as a phase it would be an empty bar.
 IGNORED_MARKS = frozenset({"ready"})
 FIRST_RESPONSE = "first response"
+UNSPLIT = "start-up (no marks)"  # the references report no marks: spawn → first 200 is one phase
+
+
+@dataclass(frozen=True)
+class Route:
+    """A request the benchmark sends besides the prediction: method, path and JSON body."""
+
+    method: str
+    path: str
+    payload: Any = None
 
 
 @dataclass(frozen=True)
@@ -52,46 +65,66 @@ class ServiceSpec:
     command: tuple[str, ...]
     env: Mapping[str, str]
     predict_path: str
-    health_path: str
+    health_path: str | None  # where start-up marks are read; None: the process reports none
     payload: Mapping[str, Any] = field(default_factory=dict)
     cwd: Path | None = None
+    routes: Mapping[str, Route] = field(default_factory=dict)  # extra loads by name: "health", "v2_infer", "batch"
 
 
 def example_row(model_dir: Path) -> dict[str, float]:
-    """The served model's example row, from its manifest: what every benchmark request posts."""
-    return ModelSpec.from_manifest(read_manifest(model_dir)).example
+    """The served model's example row, from its manifest: what every single-row request posts."""
+    return payloads.example_row(model_dir)
 
 
-def web_service(model_dir: Path, *, backend: str = "onnx", name: str = "web") -> ServiceSpec:
-    """The container's command, one worker, settings from the environment as Cloud Run passes them."""
-    script = VENV_BIN / "irisserve"
-    command = (str(script), "serve") if script.exists() else (sys.executable, "-m", "irisserve.tools.cli", "serve")
+def _script(name: str, module: str) -> tuple[str, ...]:
+    """The venv's console script, or ``python -m`` when the venv has none (an unusual install)."""
+    script = VENV_BIN / name
+    return (str(script),) if script.exists() else (sys.executable, "-m", module)
+
+
+def web_service(model_dir: Path, *, backend: str = "onnx", name: str = "web", batch_rows: int = 1000) -> ServiceSpec:
+    """The container's command, one worker, default settings (metrics, JSON access log, request ids, limits on)."""
+    spec = payloads.model_spec(model_dir)
     env = {
         "IRISSERVE_HOST": LOOPBACK,
         "IRISSERVE_MODEL_DIR": str(Path(model_dir).resolve()),
         "IRISSERVE_BACKEND": backend,
         "IRISSERVE_WORKERS": "1",
-        "IRISSERVE_LOG_LEVEL": "warning",
     }
-    return ServiceSpec(name, command, env, predict_path="/predict", health_path="/health", payload=example_row(model_dir))
+    routes = {
+        "health": Route("GET", "/health"),
+        "v2_infer": Route("POST", payloads.v2_infer_path(spec), payloads.v2_infer_request(spec)),
+        "batch": Route("POST", "/predict/batch", payloads.batch_request(spec, batch_rows)),
+    }
+    return ServiceSpec(
+        name, (*_script("irisserve", "irisserve.tools.cli"), "serve"), env,
+        predict_path="/predict", health_path="/health", payload=spec.example, routes=routes,
+    )
 
 
 def cloud_function(bundle_dir: Path, *, load: str = "lazy", name: str | None = None) -> ServiceSpec:
     """functions-framework serving the bundle's main.py; only the bundle is on the import path for irisserve."""
     bundle = Path(bundle_dir).resolve()
-    script = VENV_BIN / "functions-framework"
-    command = (
-        (str(script),) if script.exists() else (sys.executable, "-m", "functions_framework")
-    ) + ("--source", str(bundle / "main.py"), "--target", "predict", "--host", LOOPBACK)
-    env = {
-        "PYTHONPATH": str(bundle),
-        "IRISSERVE_FUNCTION_LOAD": load,
-        "IRISSERVE_LOG_LEVEL": "warning",
-        "GUNICORN_LOG_LEVEL": "warning",
-    }
+    command = (*_script("functions-framework", "functions_framework"), "--source", str(bundle / "main.py"), "--target", "predict", "--host", LOOPBACK)
+    env = {"PYTHONPATH": str(bundle), "IRISSERVE_FUNCTION_LOAD": load}
     return ServiceSpec(
         name or f"function-{load}", command, env, predict_path="/", health_path="/", payload=example_row(bundle / "model"), cwd=bundle
     )
+
+
+def reference_app(kind: str, model_dir: Path) -> ServiceSpec:
+    """``bare`` or ``empty``: uvicorn serving a reference program, 1 worker, no access log (``--log-level warning``)."""
+    module = f"irisserve.tools.bench.references.{REFERENCE_APPS[kind]}:app"
+    command = (*_script("uvicorn", "uvicorn"), module, "--host", LOOPBACK, "--port", PORT_PLACEHOLDER, "--workers", "1", "--log-level", "warning")
+    env = {"IRISSERVE_MODEL_DIR": str(Path(model_dir).resolve())}
+    return ServiceSpec(kind, command, env, predict_path="/predict", health_path=None, payload=example_row(model_dir))
+
+
+def reference_function(model_dir: Path) -> ServiceSpec:
+    """functions-framework serving the empty function, as the bundle is served (it gets the same body)."""
+    source = REFERENCES / "empty_function.py"
+    command = (*_script("functions-framework", "functions_framework"), "--source", str(source), "--target", "predict", "--host", LOOPBACK)
+    return ServiceSpec("empty-function", command, {}, predict_path="/", health_path=None, payload=example_row(model_dir))
 
 
 def free_port() -> int:
@@ -156,6 +189,8 @@ class ServerProcess:
         raise BenchError(f"{self.spec.name} gave no 200 within {timeout:g} s; its log ({self.log_path}) ends with:\n{self.log_tail()}")
 
     def health(self) -> dict[str, Any]:
+        if self.spec.health_path is None:
+            return {}
         status, body = request(self.port, "GET", self.spec.health_path)
         try:
             data = json.loads(body)
@@ -176,7 +211,8 @@ class ServerProcess:
                 continue  # a mark after the first answer (e.g. set by the health probe itself) is not start-up
             phases.append({"phase": PHASE_NAMES.get(name, name), "ends_at_mark": name, "seconds": at - previous})
             previous = at
-        phases.append({"phase": FIRST_RESPONSE, "ends_at_mark": "first 200 seen by the client", "seconds": self.first_ok_at - previous})
+        last = FIRST_RESPONSE if self.spec.health_path is not None else UNSPLIT
+        phases.append({"phase": last, "ends_at_mark": "first 200 seen by the client", "seconds": self.first_ok_at - previous})
         return phases
 
     def stop(self) -> int | None:
@@ -201,11 +237,12 @@ def started(spec: ServiceSpec, log_dir: Path) -> Iterator[ServerProcess]:
     log_path = log_dir / f"{spec.name}-{port}.log"
     # Both front doors take the port from PORT, as Cloud Run and Cloud Functions pass it.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env, "PORT": str(port)}
+    command = [part.replace(PORT_PLACEHOLDER, str(port)) for part in spec.command]
     with log_path.open("wb") as log:
         spawned_at = time.time()
         try:
             process = subprocess.Popen(
-                list(spec.command), cwd=spec.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command, cwd=spec.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         except OSError as exc:
             raise BenchError(f"cannot start {spec.name} ({' '.join(spec.command)}): {exc}") from None

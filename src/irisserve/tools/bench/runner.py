@@ -1,8 +1,10 @@
-"""The local benchmark: in-process inference, cold starts, warm load and memory, both patterns interleaved."""
+"""The local benchmark: in-process inference, then for each model cold starts, warm load and a memory soak, with
+irisserve's patterns and the reference programs interleaved in the same run."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import time
@@ -12,19 +14,32 @@ from pathlib import Path
 from typing import Any
 
 from irisserve.core.predictor import BACKENDS
-from irisserve.tools.bench import inprocess
+from irisserve.tools.bench import inprocess, payloads
 from irisserve.tools.bench.load import Endpoint, LoadResult, run_load
 from irisserve.tools.bench.local import (
     ServerProcess,
     ServiceSpec,
     cloud_function,
     memory,
+    reference_app,
+    reference_function,
     started,
     web_service,
 )
 from irisserve.tools.bench.stats import cdf_ms, median, median_of
 
-MEMORY_AFTER_REQUESTS = 1000
+MEMORY_SAMPLES = 10  # RSS is read after every tenth of the soak
+# Loads a pattern gets at the chosen concurrency besides /predict, when its spec has the route.
+CONCURRENT_ROUTES = ("health", "v2_infer")
+# name → (numerator (pattern, load), denominator (pattern, load), figure): each taken per repeat, then the median.
+PAIRED_RATIOS: dict[str, tuple[tuple[str, str], tuple[str, str], str]] = {
+    "predict_vs_health_throughput": (("web", "predict_concurrent"), ("web", "health_concurrent"), "throughput_rps"),
+    "v2_infer_vs_predict_throughput": (("web", "v2_infer_concurrent"), ("web", "predict_concurrent"), "throughput_rps"),
+    "web_vs_bare_throughput": (("web", "predict_concurrent"), ("bare", "predict_concurrent"), "throughput_rps"),
+    "web_vs_bare_p99": (("web", "predict_concurrent"), ("bare", "predict_concurrent"), "p99_ms"),
+    "web_vs_empty_throughput": (("web", "predict_concurrent"), ("empty", "predict_concurrent"), "throughput_rps"),
+    "function_vs_empty_function_throughput": (("function", "predict_concurrent"), ("empty-function", "predict_concurrent"), "throughput_rps"),
+}
 # A task is (description, total); the sink returns the function that advances it.
 ProgressSink = Callable[[str, int], Callable[[int], None]]
 
@@ -35,14 +50,18 @@ def no_progress(description: str, total: int) -> Callable[[int], None]:
 
 @dataclass(kw_only=True)
 class LocalPlan:
-    """How much to measure; the defaults take a few minutes on 2 cores."""
+    """How much to measure; the defaults take about ten minutes on 2 cores (two models)."""
 
     model_dir: Path
     out_dir: Path
     bundle_dir: Path | None = None
+    also_model_dirs: tuple[Path, ...] = ()  # measured like model_dir after it (no in-process part)
     cold_starts: int = 5
     warm_requests: int = 2000
     sequential_requests: int = 500
+    batch_requests: int = 200
+    batch_rows: int = 1000
+    memory_requests: int = 100_000  # 0: no soak
     concurrency: int = 8
     repeats: int = 3
     inprocess_calls: int = 2000
@@ -50,7 +69,12 @@ class LocalPlan:
     function: bool = True
 
     def as_dict(self) -> dict[str, Any]:
-        return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()}
+        def plain(value: Any) -> Any:
+            if isinstance(value, Path):
+                return str(value)
+            return [plain(item) for item in value] if isinstance(value, (list, tuple)) else value
+
+        return {key: plain(value) for key, value in asdict(self).items()}
 
 
 @dataclass
@@ -135,65 +159,148 @@ def _serving(specs: list[ServiceSpec], plan: LocalPlan) -> Iterator[dict[str, Se
 
 
 def _loads(spec: ServiceSpec, server: ServerProcess, plan: LocalPlan, turn: int) -> list[tuple[str, Endpoint, int, int]]:
-    """The loads of one repeat, as (kind, endpoint, requests, clients); /health goes first every other turn."""
-    predict = Endpoint.from_url(server.base_url + spec.predict_path, "POST", spec.payload)
-    loads = [("predict_concurrent", predict, plan.warm_requests, plan.concurrency)]
-    if spec.health_path == "/health":  # only the web service has a trivial endpoint to compare with
-        health = Endpoint.from_url(server.base_url + spec.health_path, "GET")
-        loads.insert(turn % 2, ("health_concurrent", health, plan.warm_requests, plan.concurrency))
+    """The loads of one repeat, as (kind, endpoint, requests, clients): /predict and the routes compared with it at
+    the chosen concurrency (their order rotating each turn, as they are compared back to back), then one client."""
+    def endpoint(method: str, path: str, payload: Any) -> Endpoint:
+        return Endpoint.from_url(server.base_url + path, method, payload)
+
+    predict = endpoint("POST", spec.predict_path, spec.payload)
+    concurrent = [("predict_concurrent", predict)] + [
+        (f"{name}_concurrent", endpoint(route.method, route.path, route.payload))
+        for name, route in spec.routes.items() if name in CONCURRENT_ROUTES
+    ]
+    shift = turn % len(concurrent)
+    loads = [(kind, load, plan.warm_requests, plan.concurrency) for kind, load in concurrent[shift:] + concurrent[:shift]]
+    if "batch" in spec.routes:
+        batch = spec.routes["batch"]
+        loads.append(("batch_sequential", endpoint(batch.method, batch.path, batch.payload), plan.batch_requests, 1))
     return [*loads, ("predict_sequential", predict, plan.sequential_requests, 1)]
 
 
+def _requests_per_repeat(spec: ServiceSpec, plan: LocalPlan) -> int:
+    concurrent = 1 + sum(name in CONCURRENT_ROUTES for name in spec.routes)
+    return plan.warm_requests * concurrent + (plan.batch_requests if "batch" in spec.routes else 0) + plan.sequential_requests
+
+
 def warm_load(specs: list[ServiceSpec], plan: LocalPlan, tick: Callable[[int], None]) -> dict[str, Any]:
-    """Repeats of: /health and /predict at the chosen concurrency, then sequential /predict, per pattern."""
+    """Repeats of every pattern's loads, the patterns side by side and taken in turns; then each one's memory."""
     warm = {spec.name: _Warm() for spec in specs}
     served = {spec.name: 0 for spec in specs}
-    ratios: list[float] = []
     with _serving(specs, plan) as servers:
         for turn in range(plan.repeats):
             for spec in _rotated(specs, turn):
-                rows = {}
                 for kind, endpoint, count, concurrency in _loads(spec, servers[spec.name], plan, turn):
                     result = run_load(endpoint, requests=count, concurrency=concurrency, timeout=plan.timeout)
-                    rows[kind] = warm[spec.name].add(kind, result)
+                    warm[spec.name].add(kind, result)
                     served[spec.name] += count
                     tick(count)
-                if "health_concurrent" in rows and rows["health_concurrent"]["throughput_rps"] > 0:
-                    ratios.append(rows["predict_concurrent"]["throughput_rps"] / rows["health_concurrent"]["throughput_rps"])
         memories = {name: {**memory(server.process.pid), "after_requests": served[name]} for name, server in servers.items()}
+    patterns = {name: result.summary() for name, result in warm.items()}
+    return {"patterns": patterns, "ratios": paired_ratios(patterns), "memory": memories}
+
+
+def paired_ratios(patterns: dict[str, Any]) -> dict[str, Any]:
+    """Each ratio of ``PAIRED_RATIOS`` whose two loads were measured: per repeat (both sides from the same repeat,
+    minutes apart at most), and the median of those."""
+    ratios = {}
+    for name, ((top_pattern, top_load), (bottom_pattern, bottom_load), figure) in PAIRED_RATIOS.items():
+        try:
+            tops = patterns[top_pattern][top_load]["runs"]
+            bottoms = patterns[bottom_pattern][bottom_load]["runs"]
+        except KeyError:
+            continue
+        per_repeat = [
+            top[figure] / bottom[figure]
+            for top, bottom in zip(tops, bottoms, strict=True)
+            if bottom[figure] and math.isfinite(bottom[figure]) and math.isfinite(top[figure])
+        ]
+        ratios[name] = {"figure": figure, "per_repeat": per_repeat, "median": median(per_repeat)}
+    return ratios
+
+
+def memory_soak(spec: ServiceSpec, plan: LocalPlan, tick: Callable[[int], None]) -> dict[str, Any]:
+    """A fresh process driven with ``plan.memory_requests`` /predict requests; RSS read after every tenth of them.
+    "Growth over the last half" is RSS at the end minus RSS at the sample nearest the half-way mark."""
+    total = plan.memory_requests
+    steps = min(MEMORY_SAMPLES, total)
+    done, errors = 0, 0
+    with started(spec, plan.out_dir / "logs") as server:
+        server.wait_first_prediction()
+        endpoint = Endpoint.from_url(server.base_url + spec.predict_path, "POST", spec.payload)
+        samples = [{"after_requests": 0, **_rss(server)}]
+        for step in range(1, steps + 1):
+            count = total * step // steps - done
+            result = run_load(endpoint, requests=count, concurrency=plan.concurrency, timeout=plan.timeout, progress=tick)
+            done, errors = done + count, errors + result.errors
+            samples.append({"after_requests": done, **_rss(server), "throughput_rps": result.throughput_rps})
+    half = min(samples[1:], key=lambda sample: abs(sample["after_requests"] - total / 2))
+    end = samples[-1]
     return {
-        "patterns": {name: result.summary() for name, result in warm.items()},
-        "predict_to_health_throughput_ratio": {"per_repeat": ratios, "median": median(ratios)},
-        "memory": memories,
+        "pattern": spec.name,
+        "requests": total,
+        "concurrency": plan.concurrency,
+        "errors": errors,
+        "rss_mb_at_half": half["rss_mb"],
+        "rss_mb_at_end": end["rss_mb"],
+        "growth_last_half_mb": end["rss_mb"] - half["rss_mb"],
+        "half_at_requests": half["after_requests"],
+        "samples": samples,
     }
 
 
+def _rss(server: ServerProcess) -> dict[str, Any]:
+    figures = memory(server.process.pid)
+    return {"rss_mb": figures["rss_mb"], "pss_mb": figures["pss_mb"]}
+
+
+def measure_model(
+    model_dir: Path, plan: LocalPlan, progress: ProgressSink, *, bundle_out: Path, prebuilt_bundle: Path | None = None
+) -> dict[str, Any]:
+    """One model's block: cold starts, warm load and memory soak of the web service, the function and the references.
+
+    The function serves ``prebuilt_bundle`` (``--bundle``), else a bundle built from ``model_dir`` into ``bundle_out``."""
+    spec = payloads.model_spec(model_dir)
+    label = spec.name
+    block: dict[str, Any] = {"model": {"name": spec.name, "version": spec.version, "task": spec.task, "dir": str(model_dir)}}
+    web = web_service(model_dir, batch_rows=plan.batch_rows)
+    bare, empty = reference_app("bare", model_dir), reference_app("empty", model_dir)
+    cold_specs, warm_specs = [web, bare, empty], [web, bare, empty]
+    if plan.function:
+        bundle = prebuilt_bundle or _build_bundle(bundle_out, model_dir)
+        block["function_bundle"] = str(bundle)
+        empty_function = reference_function(model_dir)
+        cold_specs += [cloud_function(bundle, load="lazy"), cloud_function(bundle, load="import"), empty_function]
+        warm_specs += [cloud_function(bundle, load="lazy", name="function"), empty_function]
+    block["cold_start"] = cold_starts(cold_specs, plan, progress(f"cold starts ({label})", plan.cold_starts * len(cold_specs)))
+    per_repeat = sum(_requests_per_repeat(spec, plan) for spec in warm_specs)
+    block["warm"] = warm_load(warm_specs, plan, progress(f"warm requests ({label})", per_repeat * plan.repeats))
+    if plan.memory_requests:
+        block["memory_soak"] = memory_soak(web, plan, progress(f"memory soak ({label})", plan.memory_requests))
+    return block
+
+
 def run_local(plan: LocalPlan, progress: ProgressSink = no_progress) -> dict[str, Any]:
-    """Everything ``make bench`` measures, as one JSON-ready dict (schema in docs/benchmark.md)."""
+    """Everything ``make bench`` measures, as one JSON-ready dict (schema in docs/benchmark.md): the in-process
+    figures and ``model_dir``'s block at the top level, each of ``also_model_dirs``' blocks under ``other_models``."""
     started_at = time.time()
     results: dict[str, Any] = {"mode": "local", "machine": machine(), "plan": plan.as_dict()}
-    tick = progress("in-process inference", 2)
+    tick = progress("in-process inference", len(BACKENDS))
     results["inprocess"] = []
     for backend in BACKENDS:
         results["inprocess"].append(
             inprocess.measure_backend(plan.model_dir, backend, calls=plan.inprocess_calls, repeats=plan.repeats)
         )
         tick(1)
-    web = web_service(plan.model_dir)
-    cold_specs, warm_specs = [web], [web]
-    if plan.function:
-        bundle = plan.bundle_dir or _build_bundle(plan)
-        results["function_bundle"] = str(bundle)
-        cold_specs += [cloud_function(bundle, load="lazy"), cloud_function(bundle, load="import")]
-        warm_specs.append(cloud_function(bundle, load="lazy", name="function"))
-    results["cold_start"] = cold_starts(cold_specs, plan, progress("cold starts", plan.cold_starts * len(cold_specs)))
-    per_repeat = sum(plan.warm_requests * (2 if s.health_path == "/health" else 1) + plan.sequential_requests for s in warm_specs)
-    results["warm"] = warm_load(warm_specs, plan, progress("warm requests", per_repeat * plan.repeats))
+    results.update(measure_model(plan.model_dir, plan, progress, bundle_out=plan.out_dir / "function-bundle", prebuilt_bundle=plan.bundle_dir))
+    results["other_models"] = [
+        measure_model(model_dir, plan, progress, bundle_out=plan.out_dir / f"function-bundle-{index}")
+        for index, model_dir in enumerate(plan.also_model_dirs, start=2)
+    ]
     results["duration_s"] = time.time() - started_at
     return results
 
 
-def _build_bundle(plan: LocalPlan) -> Path:
+def _build_bundle(out_dir: Path, model_dir: Path) -> Path:
     from irisserve.tools.bundle import build_bundle
 
-    return build_bundle(plan.out_dir / "function-bundle", plan.model_dir).path
+    return build_bundle(out_dir, model_dir).path

@@ -1,0 +1,207 @@
+"""uvicorn as `irisserve serve` runs it: bounded request headers, and a drain before shutdown that loses no request.
+
+uvicorn's own shutdown closes its listener and every idle keep-alive connection at once: a client that had
+just sent its next request on such a connection gets a reset (32 keep-alive clients lost 32 requests that
+way). Here SIGTERM first turns readiness to 503 and answers everything with ``Connection: close`` for
+``IRISSERVE_DRAIN_SECONDS``, so clients move to fresh connections (elsewhere, behind a load balancer); then
+the listener closes, connections already accepted get a moment to send their request (answered, and
+closed), and only then does uvicorn's shutdown close what is left and wait for requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import socket
+import struct
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import multiprocess
+
+from irisserve.core.errors import encode_json
+from irisserve.core.settings import get_settings
+from irisserve.ops.lifecycle import begin_draining
+
+logger = logging.getLogger("irisserve")
+
+# After the listener closes: how long connections it already accepted may take to send their request.
+ACCEPTED_GRACE_S = 0.5
+# Then how long requests in flight may take; drain + grace + this stays under Cloud Run's 10 s.
+GRACEFUL_SHUTDOWN_S = 5
+# uvicorn's exit code when the app cannot start (its STARTUP_FAILURE).
+STARTUP_FAILURE = 3
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on the request line and headers: past
+    ``IRISSERVE_MAX_HEADER_BYTES`` the client gets 431 and the connection closes, before the bytes pile up
+    (httptools itself buffers a header of any size: a 50 MB header used to reach the app)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_limit = get_settings().max_header_bytes
+        self._header_bytes = 0
+        self._in_headers = True
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_headers = True
+        self._header_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_headers:
+            self._header_bytes += len(data)
+            if self._header_bytes > self._header_limit:
+                self._refuse_headers()
+                return
+        super().data_received(data)
+
+    def _refuse_headers(self) -> None:
+        body = encode_json(
+            {
+                "detail": f"The request line and headers exceed {self._header_limit} bytes (setting "
+                "IRISSERVE_MAX_HEADER_BYTES); send smaller headers."
+            }
+        )
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            + b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+        )
+        self.transport.close()
+        self._in_headers = False
+
+
+# A classic BPF program of one instruction, "return 0": the socket accepts no packet (Linux).
+SO_ATTACH_FILTER = 26
+_DROP_ALL = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF_RET | BPF_K, k = 0
+
+
+def _drop_new_connections(listener: socket.socket) -> None:
+    """Make the kernel drop SYNs for ``listener``, so no handshake completes between emptying its accept
+    queue and closing it (connections completed in that gap would be reset with their request)."""
+    program = struct.pack("HL", 1, ctypes.addressof(_DROP_ALL))  # struct sock_fprog {len, filter*}
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, program)
+    except OSError:  # not Linux, or not allowed: the gap is only microseconds wide
+        logger.debug("Cannot filter the listener; closing it without")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's Server with the drain described above (first SIGTERM/SIGINT drains, a second one exits at once)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.drain_seconds = get_settings().drain_seconds
+        self._drain_ends: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_ends is not None or self.should_exit:
+            super().handle_exit(sig, frame)
+            return
+        self._captured_signals.append(sig)  # re-raised after shutdown, as uvicorn does
+        begin_draining()
+        self._drain_ends = time.monotonic() + self.drain_seconds
+        logger.warning("Signal %d: draining for %.1f s (readiness 503, answers close their connection)", sig, self.drain_seconds)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_ends is not None and time.monotonic() >= self._drain_ends:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        if self._drain_ends is not None:
+            # Closing a listener resets every connection still in its accept queue, whose clients have
+            # already connected and sent a request: take them first, then close, with no await between.
+            queued = self._take_accept_queue()
+            self._close_listeners(sockets)
+            loop = asyncio.get_running_loop()
+            for connection in queued:
+                await loop.connect_accepted_socket(self._protocol_factory, sock=connection)
+            await asyncio.sleep(ACCEPTED_GRACE_S)
+        await super().shutdown(sockets)
+
+    def _protocol_factory(self) -> asyncio.Protocol:
+        """What uvicorn's startup gives its listeners, for connections accepted here."""
+        return self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state
+        )
+
+    def _take_accept_queue(self) -> list[socket.socket]:
+        """Every connection the kernel has completed on this process's listeners, accepted without waiting,
+        after a filter stops the kernel completing new ones (their clients are then refused at connect)."""
+        taken = []
+        for server in self.servers:
+            for listener in server.sockets:
+                with socket.socket(fileno=os.dup(listener.fileno())) as handle:
+                    _drop_new_connections(handle)
+                    handle.setblocking(False)
+                    while True:
+                        try:
+                            connection, _ = handle.accept()
+                        except (BlockingIOError, InterruptedError):
+                            break
+                        connection.setblocking(False)
+                        taken.append(connection)
+        return taken
+
+    def _close_listeners(self, sockets: list[Any] | None) -> None:
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+
+
+class DrainingProcess(multiprocess.Process):
+    """A worker process that runs a DrainingServer (the class is pickled into the worker, so the worker uses it)."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = DrainingServer(config=self.config)
+        return self._server
+
+
+class DrainingSupervisor(multiprocess.Multiprocess):
+    """uvicorn's supervisor, but it lets go of the shared listener before signalling its workers, so the
+    last worker to close it is the one that takes its accept queue (see DrainingServer.shutdown)."""
+
+    def terminate_all(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
+
+
+@contextmanager
+def _draining_workers() -> Iterator[None]:
+    original = multiprocess.Process
+    multiprocess.Process = DrainingProcess  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        multiprocess.Process = original  # type: ignore[misc]
+
+
+def serve(config: uvicorn.Config) -> None:
+    """Run uvicorn with draining servers, in this process or in ``config.workers`` worker processes."""
+    if config.workers > 1:
+        sock = config.bind_socket()
+        with _draining_workers():
+            DrainingSupervisor(config, sockets=[sock]).run()
+        return
+    server = DrainingServer(config)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)

@@ -1,0 +1,364 @@
+"""The model page in a real browser: Debian's Chromium (/usr/bin/chromium, headless) driven by Playwright for
+Python, against live uvicorn and functions-framework processes on loopback.
+
+Marked ``browser`` and left out of the default run; ``make browser-test`` installs Chromium with apt-get when it
+is missing and runs them. Never ``playwright install``: it downloads a browser build, which this network refuses.
+The Iris page's screenshot is saved to docs/ui.png for the README.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import httpx
+import numpy as np
+import playwright.sync_api as playwright_api  # requirements-dev.txt; its browser is Debian's, never `playwright install`
+import pytest
+from playwright.sync_api import Page
+from sklearn.datasets import load_iris
+
+import models_zoo
+from support import REPO_ROOT, SEED_EXAMPLE, VIRGINICA, RunningServer, free_port, run_server, uvicorn_command
+from ui_prefix_app import PREFIX
+
+pytestmark = pytest.mark.browser
+
+expect = playwright_api.expect
+
+CHROMIUM = Path(os.environ.get("IRISSERVE_CHROMIUM", "/usr/bin/chromium"))
+# As root Chromium needs --no-sandbox; the others stop it calling Google's hosts, which this network refuses.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOT = REPO_ROOT / "docs" / "ui.png"
+IRISSERVE = str(Path(sys.executable).parent / "irisserve")
+API_KEY = "browser-key"
+WAIT_MS = 15_000
+VERSICOLOR = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 4.2, "petal_width": 1.5}
+BORDERLINE = {"sepal_length": 6.0, "sepal_width": 2.7, "petal_length": 5.1, "petal_width": 1.6}
+
+
+class Site(NamedTuple):
+    url: str  # the page's URL
+    api: str  # where the JSON routes are (the page's URL less the trailing slash, or the function's one URL)
+    manifest: dict[str, Any]
+    model_dir: Path
+
+
+def js(value: float) -> str:
+    """A number as JavaScript's String() writes it: 2.0 is "2"."""
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def csv_line(row: dict[str, float]) -> str:
+    return ",".join(str(value) for value in row.values())
+
+
+# -- browser and servers -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser-test` installs Debian's chromium (apt-get) and runs these tests.")
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Page]:
+    """A fresh tab, 1280 wide; fails the test on a script error or a Content-Security-Policy refusal."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(WAIT_MS)
+    problems: list[str] = []
+    tab.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    tab.on("console", lambda message: problems.append(message.text) if "Refused" in message.text else None)
+    yield tab
+    context.close()
+    assert problems == []
+
+
+def served(model_dir: Path, tmp_path_factory: pytest.TempPathFactory, name: str, **env: str) -> Iterator[Site]:
+    port = free_port()
+    log = tmp_path_factory.mktemp(name) / "web.log"
+    environment = {"IRISSERVE_MODEL_DIR": str(model_dir), "IRISSERVE_LOG_LEVEL": "warning", **env}
+    with run_server(uvicorn_command(port), port=port, log_path=log, env=environment) as server:
+        manifest = json.loads((model_dir / "manifest.json").read_text())
+        yield Site(server.base_url + "/", server.base_url, manifest, model_dir)
+
+
+@pytest.fixture(scope="module")
+def iris(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    yield from served(model_dir, tmp_path_factory, "iris")
+
+
+@pytest.fixture(scope="module")
+def diabetes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The diabetes GradientBoostingRegressor, packaged by the CLI and served."""
+    folder = tmp_path_factory.mktemp("diabetes")
+    zoo = models_zoo.diabetes(folder / "source")
+    out = folder / "artifact"
+    result = subprocess.run(
+        [IRISSERVE, "package", "--model", str(zoo.model_path), "--data", str(zoo.csv_path), "--target", models_zoo.TARGET,
+         "--name", "diabetes", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    yield from served(out, tmp_path_factory, "diabetes-web")
+
+
+@pytest.fixture(scope="module")
+def keyed(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    yield from served(model_dir, tmp_path_factory, "keyed", IRISSERVE_API_KEY=API_KEY)
+
+
+@pytest.fixture(scope="module")
+def prefixed(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The web service mounted under /iris/, as behind a path-prefix proxy."""
+    port = free_port()
+    command = [*uvicorn_command(port, "ui_prefix_app:create"), "--factory", "--app-dir", str(REPO_ROOT / "tests")]
+    log = tmp_path_factory.mktemp("prefixed") / "web.log"
+    env = {"IRISSERVE_MODEL_DIR": str(model_dir), "IRISSERVE_LOG_LEVEL": "warning"}
+    with run_server(command, port=port, log_path=log, env=env, ready_path=f"{PREFIX}/health") as server:
+        manifest = json.loads((model_dir / "manifest.json").read_text())
+        yield Site(f"{server.base_url}{PREFIX}/", f"{server.base_url}{PREFIX}", manifest, model_dir)
+
+
+@pytest.fixture(scope="module")
+def function(live_function: RunningServer, model_dir: Path) -> Site:
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    return Site(live_function.base_url + "/", live_function.base_url + "/", manifest, model_dir)
+
+
+# -- page helpers --------------------------------------------------------------------------------------
+
+
+def open_page(page: Page, site: Site) -> None:
+    page.goto(site.url)
+    expect(page.locator("#card-facts")).to_be_visible()
+    expect(page.locator("#f-0")).not_to_have_value("")
+
+
+def predict_form(page: Page) -> None:
+    page.click("#predict-button")
+    expect(page.locator("#prediction")).to_be_visible()
+
+
+def fill_row(page: Page, row: dict[str, float]) -> None:
+    for index, value in enumerate(row.values()):
+        page.fill(f"#f-{index}", str(value))
+
+
+def live_requests(page: Page) -> int:
+    text = page.inner_text("#live-requests")
+    return int(text) if text.isdigit() else -1
+
+
+def send_predictions(site: Site, rows: list[dict[str, float]], *, function: bool = False, batch: int = 250) -> None:
+    with httpx.Client(timeout=30) as client:
+        url = site.api if function else site.api + "/predict/batch"
+        for start in range(0, len(rows), batch):
+            response = client.post(url, json={"instances": rows[start : start + batch]})
+            assert response.status_code == 200, response.text
+
+
+def check_try_it(page: Page) -> None:
+    """The seed example pre-filled: setosa, three bars, the setosa bar full."""
+    for index, value in enumerate(SEED_EXAMPLE.values()):
+        expect(page.locator(f"#f-{index}")).to_have_value(js(value))
+    predict_form(page)
+    expect(page.locator("#prediction")).to_contain_text("setosa")
+    bars = page.locator("#result .bar")
+    expect(bars).to_have_count(3)
+    assert page.locator('#result .bar[data-label="setosa"]').evaluate("bar => bar.style.width") == "100%"
+    expect(page.locator("#result")).to_contain_text("Every feature is within its training range")
+
+
+def check_batch(page: Page, rows: list[dict[str, float]], expected: list[str], *, header: str | None = None) -> None:
+    lines = ([header] if header else []) + [csv_line(row) for row in rows]
+    page.fill("#batch-input", "\n".join(lines))
+    page.click("#batch-button")
+    body_rows = page.locator("#batch-table tr")
+    expect(body_rows).to_have_count(len(rows) + 1)  # and the header row
+    predicted = [body_rows.nth(i + 1).locator("td").nth(1).inner_text() for i in range(len(rows))]
+    assert predicted == expected
+
+
+def check_live_count_rises(page: Page, site: Site, *, function: bool = False) -> None:
+    """The panel refreshes by itself (every 3 s): after 10 more predictions its count has risen by 10 or more."""
+    page.wait_for_function("() => /^[0-9]+$/.test(document.getElementById('live-requests').textContent)")
+    before = live_requests(page)
+    with httpx.Client(timeout=10) as client:
+        for _ in range(10):
+            assert client.post(site.api if function else site.api + "/predict", json=SEED_EXAMPLE).status_code == 200
+    page.wait_for_function(
+        "least => Number(document.getElementById('live-requests').textContent) >= least", arg=before + 10, timeout=WAIT_MS
+    )
+    expect(page.locator("#live-routes")).to_contain_text("POST /" if function else "POST /predict")
+
+
+# -- the Iris page on the web service --------------------------------------------------------------------
+
+
+def test_the_card_shows_the_manifests_values(page: Page, iris: Site) -> None:
+    open_page(page, iris)
+    manifest = iris.manifest
+    facts = page.inner_text("#card-facts")
+    for value in (manifest["name"], manifest["version"], manifest["task"], manifest["model"]["type"], manifest["created_at"]):
+        assert value in facts
+    assert "setosa, versicolor, virginica" in facts
+    expect(page.locator("#title")).to_have_text(f"{manifest['name']} {manifest['version']}")
+    parameters = page.inner_text("#card-parameters")
+    assert re.search(r"n_estimators\s+100", parameters)
+    metrics = page.inner_text("#card-metrics")
+    for name, value in manifest["metrics"].items():
+        assert re.search(rf"{re.escape(name)}\s+{re.escape(js(value))}", metrics), (name, value)
+    rows = page.locator("#card-features tr")
+    expect(rows).to_have_count(len(manifest["features"]) + 1)
+    for index, feature in enumerate(manifest["features"]):
+        cells = rows.nth(index + 1).locator("td").all_inner_texts()
+        assert cells == [feature["name"], js(feature["min"]), js(feature["max"])]
+    libraries = page.inner_text("#card-libraries")
+    for library, version in manifest["libraries"].items():
+        assert re.search(rf"{re.escape(library)}\s+{re.escape(version)}", libraries)
+    files = page.inner_text("#card-files")
+    for name, entry in manifest["files"].items():
+        assert name in files and entry["sha256"] in files and str(entry["bytes"]) in files
+    assert hashlib.sha256((iris.model_dir / "manifest.json").read_bytes()).hexdigest() in files
+
+
+def test_the_seed_example_shows_setosa_and_three_bars(page: Page, iris: Site) -> None:
+    open_page(page, iris)
+    check_try_it(page)
+    page.click("text=Example 2")
+    for index, value in enumerate(VIRGINICA.values()):
+        expect(page.locator(f"#f-{index}")).to_have_value(js(value))
+    predict_form(page)
+    expect(page.locator("#prediction")).to_contain_text("virginica")
+
+
+def test_an_invalid_value_shows_that_fields_message(page: Page, iris: Site) -> None:
+    open_page(page, iris)
+    page.fill("#f-2", "-1")  # petal_length must be > 0
+    page.click("#predict-button")
+    expect(page.locator("#e-2")).to_have_text("Input should be greater than 0")
+    expect(page.locator("#f-2")).to_have_class(re.compile(r"\binvalid\b"))
+    for other in (0, 1, 3):
+        expect(page.locator(f"#e-{other}")).to_have_text("")
+    page.fill("#f-2", "1.4")
+    page.fill("#f-0", "five")
+    page.fill("#f-3", "")
+    page.click("#predict-button")
+    expect(page.locator("#e-0")).to_have_text("Input should be a valid number")
+    expect(page.locator("#e-3")).to_have_text("Field required")
+    expect(page.locator("#e-2")).to_have_text("")
+
+
+def test_an_out_of_range_value_is_flagged(page: Page, iris: Site) -> None:
+    open_page(page, iris)
+    page.fill("#f-0", "9.5")
+    predict_form(page)
+    expect(page.locator("#result .flag")).to_have_text(["sepal_length"])
+
+
+def test_three_pasted_csv_rows_give_three_predictions(page: Page, iris: Site) -> None:
+    open_page(page, iris)
+    rows = [SEED_EXAMPLE, VERSICOLOR, VIRGINICA]
+    check_batch(page, rows, ["setosa", "versicolor", "virginica"])
+    header = ",".join(["target", *reversed(list(SEED_EXAMPLE))])  # a header: any column order, extra columns ignored
+    page.fill("#batch-input", "\n".join([header, *(f"0,{csv_line(dict(reversed(list(row.items()))))}" for row in rows)]))
+    page.click("#batch-button")
+    expect(page.locator("#batch-table tr")).to_have_count(4)
+    expect(page.locator("#batch-note")).to_have_text("ignored columns: target")
+    page.fill("#batch-input", "5.1,3.5,1.4,0.2\n5.1,3.5,-1,0.2")
+    page.click("#batch-button")
+    expect(page.locator("#batch-message")).to_have_text("Row 2, petal_length: Input should be greater than 0")
+
+
+def test_the_live_panel_count_rises_after_requests(page: Page, iris: Site) -> None:
+    open_page(page, iris)
+    check_live_count_rises(page, iris)
+    expect(page.locator("#live-drift tr")).to_have_count(len(iris.manifest["features"]) + 1)
+    expect(page.locator("#live-predictions")).to_contain_text("setosa")
+
+
+def test_screenshot_for_the_readme(page: Page, iris: Site) -> None:
+    """docs/ui.png: the Iris page after some traffic, one feature shifted so the drift table shows a flag."""
+    data = load_iris().data
+    rows = data[np.random.default_rng(7).integers(0, len(data), 600)]
+    rows[300:, 3] += 2 * data[:, 3].std()
+    send_predictions(iris, [dict(zip(SEED_EXAMPLE, map(float, row), strict=True)) for row in rows])
+    open_page(page, iris)
+    fill_row(page, BORDERLINE)
+    predict_form(page)
+    check_batch(page, [SEED_EXAMPLE, VERSICOLOR, VIRGINICA], ["setosa", "versicolor", "virginica"])
+    page.click("#live-refresh")
+    expect(page.locator("#live-drift")).to_contain_text("drifted")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- any model, any door, any prefix ----------------------------------------------------------------------
+
+
+def test_a_regression_model_gets_its_own_form_and_a_number(page: Page, diabetes: Site) -> None:
+    open_page(page, diabetes)
+    manifest = diabetes.manifest
+    names = [feature["name"] for feature in manifest["features"]]
+    expect(page.locator("#fields input")).to_have_count(len(names))
+    assert [page.locator(f"#f-{i}").get_attribute("data-feature") for i in range(len(names))] == names
+    assert "Predicts" in page.inner_text("#card-facts") and "GradientBoostingRegressor" in page.inner_text("#card-facts")
+    predict_form(page)
+    expected = httpx.post(diabetes.api + "/predict", json=manifest["examples"][0], timeout=10).json()["prediction"]
+    shown = page.inner_text("#prediction .prediction")
+    assert float(shown) == pytest.approx(expected)
+    expect(page.locator("#result .bar")).to_have_count(0)
+    check_batch(page, manifest["examples"], [repr(float(
+        httpx.post(diabetes.api + "/predict", json=row, timeout=10).json()["prediction"])) for row in manifest["examples"]])
+    page.click("#live-refresh")
+    expect(page.locator("#live-predictions")).to_contain_text("mean")
+    expect(page.locator("#live-drift tr")).to_have_count(len(names) + 1)
+
+
+def test_the_function_serves_the_same_page_at_its_one_url(page: Page, function: Site) -> None:
+    open_page(page, function)
+    assert "iris" in page.inner_text("#card-facts")
+    check_try_it(page)
+    check_batch(page, [SEED_EXAMPLE, VERSICOLOR, VIRGINICA], ["setosa", "versicolor", "virginica"])
+    check_live_count_rises(page, function, function=True)
+    expect(page.locator("#links a")).to_have_count(0)  # no Swagger or /metrics on the function
+
+
+def test_the_page_works_behind_a_path_prefix(page: Page, prefixed: Site) -> None:
+    open_page(page, prefixed)
+    check_try_it(page)
+    check_batch(page, [SEED_EXAMPLE, VIRGINICA], ["setosa", "virginica"])
+    check_live_count_rises(page, prefixed)
+    assert page.locator("#links a").first.evaluate("link => new URL(link.href).pathname") == f"{PREFIX}/docs"
+
+
+def test_with_an_api_key_the_page_asks_for_it_and_keeps_it_in_memory(page: Page, keyed: Site) -> None:
+    page.goto(keyed.url)
+    expect(page.locator("#key-box")).to_be_visible()
+    expect(page.locator("#card-message")).to_contain_text("API key")
+    page.fill("#api-key", "wrong")
+    page.click("#key-apply")
+    expect(page.locator("#key-status")).to_have_text("key refused")
+    page.fill("#api-key", API_KEY)
+    page.click("#key-apply")
+    expect(page.locator("#card-facts")).to_be_visible()
+    check_try_it(page)
+    page.wait_for_function("() => /^[0-9]+$/.test(document.getElementById('live-requests').textContent)")
+    stored = page.evaluate("() => [localStorage.length, sessionStorage.length, document.cookie, location.href]")
+    assert stored == [0, 0, "", keyed.url]
