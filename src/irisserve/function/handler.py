@@ -140,6 +140,8 @@ def _read_body(request: flask.Request, limit: int) -> bytes:
     if received > limit:
         _discard(request, DISCARD_MAX_BYTES)
         raise body_too_large(limit)
+    if length is not None and received < length:  # gunicorn ends the stream early when the client goes
+        raise BadRequestError(BODY_CUT_SHORT)
     return b"".join(chunks)
 
 

@@ -289,7 +289,8 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     seed_api = build_router(pipeline)
     app.include_router(seed_api)
     app.include_router(build_live_router(live))
-    app.include_router(v2.build_router(pipeline))
+    v2_api = v2.build_router(pipeline)
+    app.include_router(v2_api)
     complete_openapi(app, spec, settings)
     app.router.redirect_slashes = False  # /predict/ is a 404, never a redirect to http:// behind an HTTPS proxy
     app.add_exception_handler(IrisServeError, handle_irisserve_error)
@@ -297,7 +298,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.add_exception_handler(ClientDisconnect, handle_client_disconnect)
     app.add_exception_handler(Exception, handle_unexpected_error)
     app.add_route("/metrics", metrics_endpoint(lambda: export_drift(live.drift.report())), include_in_schema=False)
-    app.add_middleware(FastEndpoints, pipeline=pipeline, routes=seed_api.routes)  # added first: innermost
+    app.add_middleware(FastEndpoints, pipeline=pipeline, routes=[*seed_api.routes, *v2_api.routes])  # added first: innermost
     add_serving_middleware(app, settings, live)
     return app
 

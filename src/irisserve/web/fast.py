@@ -1,4 +1,4 @@
-"""The web service's own JSON endpoints as plain ASGI: bytes to the pipeline, its bytes back.
+"""The web service's hot endpoints as plain ASGI: bytes to the pipeline (or the V2 codec), its bytes back.
 
 FastAPI's per-request machinery (route matching over every route, dependency solving, a Request and a
 Response object, response-model re-validation) cost more than the model itself. The routes stay declared on
@@ -21,11 +21,19 @@ from irisserve.core.pipeline import Answer, RequestPipeline
 from irisserve.core.schemas import health_body
 from irisserve.ops.lifecycle import is_draining
 from irisserve.ops.metrics import record_validation_error
+from irisserve.v2 import codec
+from irisserve.v2.codec import HEADER_LENGTH
+from irisserve.web.v2 import BINARY_MEDIA_TYPE
+from irisserve.web.v2 import error_answer as v2_error_answer
 
 logger = logging.getLogger("irisserve")
 
 JSON_TYPE = (b"content-type", b"application/json")
 CLIENT_CLOSED_REQUEST = 499  # nginx's "client closed request": counted, never sent to anyone
+V2_MODELS = "/v2/models/"
+V2_INFER = "/v2/models/{model_name}/infer"
+V2_VERSIONED_INFER = "/v2/models/{model_name}/versions/{model_version}/infer"
+HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -84,15 +92,30 @@ class FastEndpoints:
             ("GET", "/health"): (self.health, declared["/health"]),
             ("HEAD", "/health"): (self.health, declared["/health"]),
         }
+        self.v2_infer = declared[V2_INFER]
+        self.v2_versioned_infer = declared[V2_VERSIONED_INFER]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = self.handlers.get((scope.get("method", ""), scope.get("path", ""))) if scope["type"] == "http" else None
-        if found is None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        handler, route = found
-        scope["route"] = route  # the label metrics and logs read, as if FastAPI had routed it
-        await handler(scope, receive, send)
+        found = self.handlers.get((scope["method"], scope["path"]))
+        if found is not None:
+            handler, route = found
+            scope["route"] = route  # the label metrics and logs read, as if FastAPI had routed it
+            await handler(scope, receive, send)
+            return
+        if scope["method"] == "POST" and scope["path"].startswith(V2_MODELS) and scope["path"].endswith("/infer"):
+            parts = scope["path"].split("/")  # "", "v2", "models", name, ["versions", version,] "infer"
+            if len(parts) == 5 and parts[3]:
+                scope["route"] = self.v2_infer
+                await self.v2(scope, receive, send, parts[3], None)
+                return
+            if len(parts) == 7 and parts[3] and parts[4] == "versions" and parts[5]:
+                scope["route"] = self.v2_versioned_infer
+                await self.v2(scope, receive, send, parts[3], parts[5])
+                return
+        await self.app(scope, receive, send)
 
     async def predict_one(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._predict(scope, receive, send, self.pipeline.predict_one)
@@ -105,9 +128,7 @@ class FastEndpoints:
             body = await read_body(receive)
             answer = predict(body, content_encoding=_header(scope, b"content-encoding"))
         except ClientGone:
-            logger.info("%s %s: the client disconnected before sending the whole body", scope["method"], scope["path"])
-            await send({"type": "http.response.start", "status": CLIENT_CLOSED_REQUEST, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
+            await self._client_gone(scope, send)
             return
         except IrisServeError as exc:
             if isinstance(exc, RequestValidationFailed):
@@ -116,6 +137,42 @@ class FastEndpoints:
             await send_json(send, status, error)
             return
         await send_json(send, 200, answer.body, (b"server-timing", answer.server_timing.encode()))
+
+    async def v2(self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None) -> None:
+        try:
+            body = await read_body(receive)
+            answer, header_length = codec.infer(
+                self.pipeline, body, name=name, version=version, header_length=_header(scope, HEADER_LENGTH_KEY),
+                content_encoding=_header(scope, b"content-encoding"),
+            )
+        except ClientGone:
+            await self._client_gone(scope, send)
+            return
+        except IrisServeError as exc:
+            status, error = v2_error_answer(exc)
+            if status == 400:
+                record_validation_error(scope["route"].path)
+            await send_json(send, status, error)
+            return
+        if header_length is None:
+            await send_json(send, 200, answer)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", BINARY_MEDIA_TYPE.encode()), (b"content-length", str(len(answer)).encode()),
+                    (HEADER_LENGTH_KEY, str(header_length).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": answer})
+
+    async def _client_gone(self, scope: Scope, send: Send) -> None:
+        logger.info("%s %s: the client disconnected before sending the whole body", scope["method"], scope["path"])
+        await send({"type": "http.response.start", "status": CLIENT_CLOSED_REQUEST, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
 
     async def health(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, body = health_body(self.predictor, draining=is_draining())

@@ -10,7 +10,6 @@ import copy
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -19,24 +18,19 @@ from pydantic import BaseModel
 from irisserve import __version__
 from irisserve.core.errors import (
     IrisServeError,
-    ModelNotReadyError,
     RequestValidationFailed,
-    UnknownModelError,
+    encode_json,
 )
-from irisserve.core.pipeline import RequestPipeline, check_content_encoding
+from irisserve.core.pipeline import RequestPipeline
 from irisserve.core.predictor import Predictor
 from irisserve.ops.lifecycle import is_draining
 from irisserve.ops.metrics import record_validation_error, route_of
+from irisserve.v2 import codec
 from irisserve.v2.codec import (
     HEADER_LENGTH,
     describe_errors,
-    encode_response,
     example_request,
-    input_rows,
     model_metadata,
-    output_tensor,
-    parse_inference_request,
-    requested_outputs,
 )
 from irisserve.v2.models import (
     InferenceRequest,
@@ -60,9 +54,15 @@ def status_of(exc: IrisServeError) -> int:
     return 400 if isinstance(exc, RequestValidationFailed) else exc.status_code
 
 
-def error_response(exc: IrisServeError) -> JSONResponse:
+def error_answer(exc: IrisServeError) -> tuple[int, bytes]:
+    """The protocol's error: ``{"error": "..."}`` with the status from ``status_of``."""
     message = describe_errors(exc.detail) if isinstance(exc, RequestValidationFailed) else str(exc)
-    return JSONResponse({"error": message}, status_code=status_of(exc))
+    return status_of(exc), encode_json({"error": message})
+
+
+def error_response(exc: IrisServeError) -> Response:
+    status, body = error_answer(exc)
+    return Response(body, status_code=status, media_type="application/json")
 
 
 class V2Route(APIRoute):
@@ -109,6 +109,12 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     return resolve(schema)
 
 
+def v2_response(body: bytes, header_length: int | None) -> Response:
+    if header_length is None:
+        return Response(body, media_type="application/json")
+    return Response(body, media_type=BINARY_MEDIA_TYPE, headers={HEADER_LENGTH: str(header_length)})
+
+
 def serving(predictor: Predictor) -> bool:
     """Ready as /health counts it: loaded, and not draining after SIGTERM."""
     return predictor.ready and not is_draining()
@@ -116,7 +122,7 @@ def serving(predictor: Predictor) -> bool:
 
 def build_router(pipeline: RequestPipeline) -> APIRouter:
     """The V2 routes for the pipeline's model."""
-    spec, predictor, limits = pipeline.spec, pipeline.predictor, pipeline.limits
+    spec, predictor = pipeline.spec, pipeline.predictor
     router = APIRouter(prefix="/v2", tags=["v2"], route_class=V2Route)
     request_schema = {**inline_schema(InferenceRequest), "examples": [example_request(spec)]}
     infer_route: dict[str, Any] = {
@@ -130,11 +136,7 @@ def build_router(pipeline: RequestPipeline) -> APIRouter:
     }
 
     def find_model(name: str, version: str | None) -> None:
-        """Raise UnknownModelError unless ``name`` (and ``version``, when given) is the served model."""
-        if name != spec.name:
-            raise UnknownModelError(f"Unknown model {name!r}; this server serves {spec.name!r}.")
-        if version is not None and version != spec.version:
-            raise UnknownModelError(f"Unknown version {version!r} of model {name!r}; the served version is {spec.version!r}.")
+        codec.find_model(spec, name, version)
 
     def metadata() -> dict[str, Any]:
         return model_metadata(spec, PLATFORMS.get(predictor.backend_name, predictor.backend_name))
@@ -146,25 +148,12 @@ def build_router(pipeline: RequestPipeline) -> APIRouter:
         return body if ready else JSONResponse(body, status_code=503)
 
     async def infer(request: Request, name: str, version: str | None) -> Response:
-        """Check the request, predict every row in one call, build the asked-for outputs."""
-        find_model(name, version)
-        if not predictor.ready:
-            raise ModelNotReadyError("The model is not loaded yet; retry shortly.")
-        check_content_encoding(request.headers.get("content-encoding"))
-        parsed, binary = parse_inference_request(await request.body(), request.headers.get(HEADER_LENGTH), spec)
-        outputs = requested_outputs(parsed, spec)
-        rows = input_rows(parsed, binary, spec, limits.max_batch_size)
-        predictions, _ = pipeline.predict_matrix(np.asarray(rows, dtype=np.float32), rows)
-        response = InferenceResponse(
-            model_name=name,
-            model_version=spec.version,
-            id=parsed.id,
-            outputs=[output_tensor(output, predictions, spec) for output, _ in outputs],
+        """Check the request, predict every row in one call, build the asked-for outputs (``codec.infer``)."""
+        body, header_length = codec.infer(
+            pipeline, await request.body(), name=name, version=version,
+            header_length=request.headers.get(HEADER_LENGTH), content_encoding=request.headers.get("content-encoding"),
         )
-        body, header_length = encode_response(response, {output for output, as_binary in outputs if as_binary})
-        if header_length is None:
-            return Response(body, media_type="application/json")
-        return Response(body, media_type=BINARY_MEDIA_TYPE, headers={HEADER_LENGTH: str(header_length)})
+        return v2_response(body, header_length)
 
     @router.get("", response_model=ServerMetadata)
     async def read_server_metadata() -> Any:

@@ -24,6 +24,7 @@ DEFAULT_MODEL_DIR = Path("models/iris/1.0.0")
 REMOTE_REQUESTS = 20
 LOCAL_REQUESTS = 2000
 MEMORY_REQUESTS = 100_000
+CONSOLE_WIDTH = 160
 
 
 def build_parser(prog: str = "irisserve bench") -> argparse.ArgumentParser:
@@ -146,6 +147,8 @@ def _print_summary(results: dict[str, Any], paths: tuple[Path, Path, Path]) -> N
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:  # a log file or a pipe: wide enough that the tables do not wrap every cell
+        console.width = max(console.width, CONSOLE_WIDTH)
     if results["mode"] == "local":
         _print_local_figures(console, results)
         table = Table(title="Targets (medians of repeats; references measured in the same run, this machine)")

@@ -31,9 +31,11 @@ SIDE_BY_SIDE = (
     ("function-import", None, "irisserve function, import-time load"),
     ("empty-function", "empty-function", "reference: empty function"),
 )
-FLAT_GROWTH_MB = 2.0  # "flat": RSS at the end of the soak at most this much above RSS half-way
+FLAT_GROWTH_MB = 1.0  # "flat": RSS at the end of the soak at most this much above RSS half-way (20 bytes a request at 100,000)
 WEB_MEMORY_MB = 100.0
 FUNCTION_COLD_MARGIN_MS = 120.0
+ERROR_CHARS = 90
+WEB_VS_BARE = (("web", "predict_concurrent"), ("bare", "predict_concurrent"))
 
 
 def _no_reference(block: dict[str, Any]) -> str:
@@ -50,7 +52,8 @@ class Target:
 
     ``locate`` and ``reference`` read one model's block (the results themselves for the run's model, or an entry of
     ``other_models``); a target that is not ``per_model`` is judged once, on the run's model. ``name`` is formatted
-    with the plan."""
+    with the plan. ``loads`` names the (pattern, load) pairs the figure comes from: a failed request in any of them
+    makes the target a MISS whatever the figure (a p50 of the requests that succeeded would flatter)."""
 
     name: str
     unit: str
@@ -61,6 +64,7 @@ class Target:
     reference: Callable[[dict[str, Any]], str] = _no_reference
     per_model: bool = True
     applies: Callable[[dict[str, Any]], bool] = _always
+    loads: tuple[tuple[str, str], ...] = ()
 
     def judge(self, block: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -71,11 +75,28 @@ class Target:
             reference = self.reference(block)
         except (KeyError, IndexError, TypeError, StopIteration, ValueError):
             reference = ""
-        verdict = PASS if math.isfinite(measured) and self.compare(measured, self.bound) else MISS
+        errors, first_error = failures(block, self.loads)
+        if errors:
+            reference = f"{errors:,} failed requests ({first_error[:ERROR_CHARS]}); {reference}"
+        verdict = PASS if not errors and math.isfinite(measured) and self.compare(measured, self.bound) else MISS
         return {
             "target": self.name.format(**plan), "model": model_label(block), "measured": measured, "bound": self.bound,
-            "unit": self.unit, "sign": self.sign, "reference": reference, "verdict": verdict,
+            "unit": self.unit, "sign": self.sign, "reference": reference, "errors": errors, "verdict": verdict,
         }
+
+
+def failures(block: dict[str, Any], loads: tuple[tuple[str, str], ...]) -> tuple[int, str]:
+    """Failed requests in these loads (``("memory_soak", "")`` for the soak), and the first error message seen."""
+    count, first = 0, ""
+    for pattern, load in loads:
+        if pattern == "memory_soak":
+            runs = [block.get(pattern, {})]
+        else:
+            runs = block.get("warm", {}).get("patterns", {}).get(pattern, {}).get(load, {}).get("runs", [])
+        for run in runs:
+            count += run.get("errors", 0)
+            first = first or next(iter(run.get("error_samples", [])), "")
+    return count, first
 
 
 def model_label(block: dict[str, Any]) -> str:
@@ -138,19 +159,24 @@ TARGETS: tuple[Target, ...] = (
            live_cost_us, "≤", per_model=False),
     Target("Web POST /predict throughput ÷ the bare app's ({concurrency} clients)", "×", 1.2, operator.ge,
            lambda b: _ratio(b, "web_vs_bare_throughput"), "≥",
-           lambda b: f"bare {_warm(b, 'bare', 'predict_concurrent'):,.0f} req/s; web {_warm(b, 'web', 'predict_concurrent'):,.0f} req/s"),
+           lambda b: f"bare {_warm(b, 'bare', 'predict_concurrent'):,.0f} req/s; web {_warm(b, 'web', 'predict_concurrent'):,.0f} req/s",
+           loads=WEB_VS_BARE),
     Target("Web POST /predict p99 ÷ the bare app's ({concurrency} clients)", "×", 1.0, operator.le,
            lambda b: _ratio(b, "web_vs_bare_p99"), "≤",
-           lambda b: f"bare p99 {_warm(b, 'bare', 'predict_concurrent', 'p99_ms'):.2f} ms; web {_warm(b, 'web', 'predict_concurrent', 'p99_ms'):.2f} ms"),
+           lambda b: f"bare p99 {_warm(b, 'bare', 'predict_concurrent', 'p99_ms'):.2f} ms; web {_warm(b, 'web', 'predict_concurrent', 'p99_ms'):.2f} ms",
+           loads=WEB_VS_BARE),
     Target("Web POST /predict ÷ GET /health throughput, same server", "×", 0.9, operator.ge,
            lambda b: _ratio(b, "predict_vs_health_throughput"), "≥",
-           lambda b: f"/health {_warm(b, 'web', 'health_concurrent'):,.0f} req/s"),
+           lambda b: f"/health {_warm(b, 'web', 'health_concurrent'):,.0f} req/s",
+           loads=(("web", "predict_concurrent"), ("web", "health_concurrent"))),
     Target("V2 infer ÷ POST /predict throughput, same server", "×", 0.9, operator.ge,
            lambda b: _ratio(b, "v2_infer_vs_predict_throughput"), "≥",
-           lambda b: f"/predict {_warm(b, 'web', 'predict_concurrent'):,.0f} req/s; V2 {_warm(b, 'web', 'v2_infer_concurrent'):,.0f} req/s"),
+           lambda b: f"/predict {_warm(b, 'web', 'predict_concurrent'):,.0f} req/s; V2 {_warm(b, 'web', 'v2_infer_concurrent'):,.0f} req/s",
+           loads=(("web", "v2_infer_concurrent"), ("web", "predict_concurrent"))),
     Target("POST /predict/batch of {batch_rows:,} rows, p50 over HTTP (1 client)", "ms", 10.0, operator.le,
            lambda b: _warm(b, "web", "batch_sequential", "p50_ms"), "≤",
-           lambda b: f"p99 {_warm(b, 'web', 'batch_sequential', 'p99_ms'):.2f} ms; one-row /predict p50 {_warm(b, 'web', 'predict_sequential', 'p50_ms'):.2f} ms"),
+           lambda b: f"p99 {_warm(b, 'web', 'batch_sequential', 'p99_ms'):.2f} ms; one-row /predict p50 {_warm(b, 'web', 'predict_sequential', 'p50_ms'):.2f} ms",
+           loads=(("web", "batch_sequential"),)),
     Target("Web cold start ÷ the bare app's (spawn → first 200 on /predict, medians)", "×", 1.0, operator.le,
            lambda b: _cold(b, "web") / _cold(b, "bare"), "≤",
            lambda b: f"bare {_cold(b, 'bare') * 1e3:,.0f} ms; web {_cold(b, 'web') * 1e3:,.0f} ms"),
@@ -160,11 +186,12 @@ TARGETS: tuple[Target, ...] = (
            _function_margin_ms("import"), "≤", _function_reference("import"), applies=_has_function),
     Target("Web resident memory after {memory_requests:,} POST /predict", "MB", WEB_MEMORY_MB, operator.le,
            lambda b: b["memory_soak"]["rss_mb_at_end"], "≤",
-           lambda b: f"bare app {b['warm']['memory']['bare']['rss_mb']:.1f} MB after its warm load", applies=_has_soak),
+           lambda b: f"bare app {b['warm']['memory']['bare']['rss_mb']:.1f} MB after its warm load", applies=_has_soak,
+           loads=(("memory_soak", ""),)),
     Target("Web resident memory growth over the soak's last half (flat)", "MB", FLAT_GROWTH_MB, operator.le,
            lambda b: b["memory_soak"]["growth_last_half_mb"], "≤",
            lambda b: f"{b['memory_soak']['rss_mb_at_half']:.1f} MB after {b['memory_soak']['half_at_requests']:,} requests",
-           applies=_has_soak),
+           applies=_has_soak, loads=(("memory_soak", ""),)),
 )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from irisserve.core.predictor import BACKENDS
 from irisserve.tools.bench import inprocess, payloads
-from irisserve.tools.bench.load import Endpoint, LoadResult, run_load
+from irisserve.tools.bench.load import MAX_ERROR_SAMPLES, Endpoint, LoadResult, run_load
 from irisserve.tools.bench.local import (
     ServerProcess,
     ServiceSpec,
@@ -224,6 +224,7 @@ def memory_soak(spec: ServiceSpec, plan: LocalPlan, tick: Callable[[int], None])
     total = plan.memory_requests
     steps = min(MEMORY_SAMPLES, total)
     done, errors = 0, 0
+    error_samples: list[str] = []
     with started(spec, plan.out_dir / "logs") as server:
         server.wait_first_prediction()
         endpoint = Endpoint.from_url(server.base_url + spec.predict_path, "POST", spec.payload)
@@ -232,6 +233,7 @@ def memory_soak(spec: ServiceSpec, plan: LocalPlan, tick: Callable[[int], None])
             count = total * step // steps - done
             result = run_load(endpoint, requests=count, concurrency=plan.concurrency, timeout=plan.timeout, progress=tick)
             done, errors = done + count, errors + result.errors
+            error_samples = (error_samples + result.error_samples)[:MAX_ERROR_SAMPLES]
             samples.append({"after_requests": done, **_rss(server), "throughput_rps": result.throughput_rps})
     half = min(samples[1:], key=lambda sample: abs(sample["after_requests"] - total / 2))
     end = samples[-1]
@@ -240,6 +242,7 @@ def memory_soak(spec: ServiceSpec, plan: LocalPlan, tick: Callable[[int], None])
         "requests": total,
         "concurrency": plan.concurrency,
         "errors": errors,
+        "error_samples": error_samples,
         "rss_mb_at_half": half["rss_mb"],
         "rss_mb_at_end": end["rss_mb"],
         "growth_last_half_mb": end["rss_mb"] - half["rss_mb"],
