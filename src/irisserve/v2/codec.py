@@ -30,9 +30,7 @@ from irisserve.core.predictor import ClassPredictions, Predictions
 from irisserve.core.spec import FLOAT32_MAX, ModelSpec
 from irisserve.v2.models import (
     InferenceRequest,
-    InferenceResponse,
     RequestInput,
-    ResponseOutput,
 )
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -171,11 +169,10 @@ def read_binary(tensor: RequestInput, binary: bytes, rows: int, n_features: int)
 
 
 @lru_cache(maxsize=4)
-def _bounds(spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Per feature: values must be > low (an exclusive minimum, else anything from -float32 max) and <= high."""
+def _lower_bounds(spec: ModelSpec) -> list[float]:
+    """Per feature: values must be > this (an exclusive minimum, else just below -float32 max)."""
     below_range = float(np.nextafter(-FLOAT32_MAX, -np.inf))
-    low = [f.exclusive_minimum if f.exclusive_minimum is not None else below_range for f in spec.features]
-    return np.asarray(low, dtype=np.float64), np.full(len(spec.features), FLOAT32_MAX)
+    return [f.exclusive_minimum if f.exclusive_minimum is not None else below_range for f in spec.features]
 
 
 @lru_cache(maxsize=4)
@@ -189,12 +186,12 @@ def validate_rows(values: Sequence[Any], spec: ModelSpec, name: str) -> list[lis
     Plain numbers within every bound pass in one vectorised check; anything else goes through the spec's
     generated model, which words the error exactly as /predict does."""
     width = len(spec.features)
-    if all(type(value) is float or type(value) is int for value in values):  # bool, str, None: the slow path
-        matrix = np.asarray(values, dtype=np.float64).reshape(-1, width)
-        low, high = _bounds(spec)
-        with np.errstate(invalid="ignore"):
-            if np.isfinite(matrix).all() and (matrix > low).all() and (matrix <= high).all():
-                return matrix.tolist()
+    lows = _lower_bounds(spec) * (len(values) // width)
+    # type() is: bool, str and None go to the slow path; NaN fails both comparisons, infinities one.
+    if len(lows) == len(values) and all(
+        (type(value) is float or type(value) is int) and low < value <= FLOAT32_MAX for value, low in zip(values, lows, strict=True)
+    ):
+        return [list(values[i : i + width]) for i in range(0, len(values), width)]
     names = spec.feature_names
     width = len(names)
     records = [dict(zip(names, values[i : i + width], strict=True)) for i in range(0, len(values), width)]
@@ -246,40 +243,44 @@ def requested_outputs(request: InferenceRequest, spec: ModelSpec) -> list[tuple[
 # --- Response encoding ------------------------------------------------------------------------------
 
 
-def output_tensor(name: str, predictions: Predictions, spec: ModelSpec) -> ResponseOutput:
+Tensor = dict[str, Any]  # a response output: name, shape, datatype, then data (or parameters when binary)
+
+
+def output_tensor(name: str, predictions: Predictions, spec: ModelSpec) -> Tensor:
     """One output tensor straight from the predictor's arrays."""
     if not isinstance(predictions, ClassPredictions):
-        return ResponseOutput(name=name, shape=[len(predictions.values)], datatype="FP64", data=predictions.values)
+        return {"name": name, "shape": [len(predictions.values)], "datatype": "FP64", "data": predictions.values}
     rows = len(predictions.class_ids)
     if name == "label":
-        return ResponseOutput(name=name, shape=[rows], datatype="BYTES", data=[spec.targets[i] for i in predictions.class_ids])
+        return {"name": name, "shape": [rows], "datatype": "BYTES", "data": [spec.targets[i] for i in predictions.class_ids]}
     if name == "predict":
-        return ResponseOutput(name=name, shape=[rows], datatype="INT64", data=predictions.class_ids)
+        return {"name": name, "shape": [rows], "datatype": "INT64", "data": predictions.class_ids}
     values = [p for row in predictions.probabilities for p in row]
-    return ResponseOutput(name=name, shape=[rows, len(spec.targets)], datatype="FP64", data=values)
+    return {"name": name, "shape": [rows, len(spec.targets)], "datatype": "FP64", "data": values}
 
 
-def to_binary(tensor: ResponseOutput) -> bytes:
+def to_binary(tensor: Tensor) -> bytes:
     """Raw little-endian values; BYTES elements each prefixed with a 4-byte length, as Triton encodes them."""
-    data = tensor.data or []
-    if tensor.datatype == "BYTES":
+    data = tensor["data"]
+    if tensor["datatype"] == "BYTES":
         encoded = [str(item).encode() for item in data]
         return b"".join(struct.pack("<I", len(item)) + item for item in encoded)
-    return np.asarray(data, dtype="<i8" if tensor.datatype == "INT64" else "<f8").tobytes()
+    return np.asarray(data, dtype="<i8" if tensor["datatype"] == "INT64" else "<f8").tobytes()
 
 
-def encode_response(response: InferenceResponse, binary_names: set[str]) -> tuple[bytes, int | None]:
-    """The body, and the JSON header's length when binary outputs follow it (else None: all JSON)."""
+def encode_response(answer: dict[str, Any], binary_names: set[str]) -> tuple[bytes, int | None]:
+    """The body, and the JSON header's length when binary outputs follow it (else None: all JSON). The
+    shape is InferenceResponse's (models.py documents it in the OpenAPI), built as plain dicts."""
     if not binary_names:
-        return response.model_dump_json(exclude_none=True).encode(), None
+        return encode_json(answer), None
     chunks = []
-    for tensor in response.outputs:
-        if tensor.name in binary_names:
+    for tensor in answer["outputs"]:
+        if tensor["name"] in binary_names:
             raw = to_binary(tensor)
-            tensor.data = None
-            tensor.parameters = {"binary_data_size": len(raw)}
+            del tensor["data"]
+            tensor["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
-    header = response.model_dump_json(exclude_none=True).encode()
+    header = encode_json(answer)
     return header + b"".join(chunks), len(header)
 
 
@@ -330,13 +331,8 @@ def infer(
     outputs = requested_outputs(parsed, spec)
     rows = input_rows(parsed, binary, spec, pipeline.limits.max_batch_size)
     predictions, _ = pipeline.predict_matrix(np.asarray(rows, dtype=np.float32), rows)
-    tensors = [output_tensor(output, predictions, spec) for output, _ in outputs]
-    binary_names = {output for output, as_binary in outputs if as_binary}
-    if binary_names:
-        response = InferenceResponse(model_name=name, model_version=spec.version, id=parsed.id, outputs=tensors)
-        return encode_response(response, binary_names)
     answer: dict[str, Any] = {"model_name": name, "model_version": spec.version}
     if parsed.id is not None:
         answer["id"] = parsed.id
-    answer["outputs"] = [{"name": t.name, "shape": t.shape, "datatype": t.datatype, "data": t.data} for t in tensors]
-    return encode_json(answer), None
+    answer["outputs"] = [output_tensor(output, predictions, spec) for output, _ in outputs]
+    return encode_response(answer, {output for output, as_binary in outputs if as_binary})
