@@ -42,6 +42,12 @@ class AuthenticationError(IrisServeError):
     status_code = 401
 
 
+class RequestTimeoutError(IrisServeError):
+    """The body did not arrive within the server's read deadline (the function's gunicorn)."""
+
+    status_code = 408
+
+
 class PayloadTooLargeError(IrisServeError):
     """The body, or the number of rows in a batch, is over the configured limit."""
 

@@ -27,6 +27,7 @@ from irisserve.core.errors import (
     BadRequestError,
     IrisServeError,
     ModelNotReadyError,
+    RequestTimeoutError,
     encode_json,
     error_answer,
 )
@@ -145,19 +146,13 @@ def _read_body(request: flask.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-class BodyTimeoutError(IrisServeError):
-    """The body did not arrive within the server's read deadline (``function/server.py``)."""
-
-    status_code = 408
-
-
 def _read(request: flask.Request, size: int) -> bytes:
     """One read of the body: a client too slow to send it gets 408; one gone mid-body, 400 (read by no one)."""
     try:
         return request.stream.read(size)
     except (OSError, ClientDisconnected) as exc:
         slow = isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError)
-        raise (BodyTimeoutError(BODY_TOO_SLOW) if slow else BadRequestError(BODY_CUT_SHORT)) from None
+        raise (RequestTimeoutError(BODY_TOO_SLOW) if slow else BadRequestError(BODY_CUT_SHORT)) from None
 
 
 def _discard(request: flask.Request, length: int) -> None:

@@ -16,7 +16,6 @@ kernel completing new connections, serves the ones it already completed, and giv
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
 import logging
 import math
@@ -24,9 +23,7 @@ import os
 import select
 import signal
 import socket
-import struct
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future
 from types import FrameType
 from typing import Any
@@ -38,6 +35,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker  # type: ignore[import-
 
 from irisserve.core.settings import Settings, get_settings
 from irisserve.ops.lifecycle import begin_draining, is_draining
+from irisserve.ops.listener import take_accept_queue
 from irisserve.ops.request_log import CloudLoggingFormatter, RequestLog, configure_logging
 from irisserve.ops.tracing import read_headers
 
@@ -224,31 +222,6 @@ def _readable(sock: socket.socket, seconds: float) -> bool:
 
 
 # --- drain -----------------------------------------------------------------------------------------------
-
-# A classic BPF program of one instruction, "return 0": the socket accepts no packet (Linux). The same trick
-# as irisserve.ops.server, which imports uvicorn; the function's bundle does not need it.
-SO_ATTACH_FILTER = 26
-_DROP_ALL = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF_RET | BPF_K, k = 0
-
-
-def take_accept_queue(listener: Any) -> Iterator[tuple[socket.socket, Any]]:
-    """Every connection the kernel has completed on ``listener``, accepted without waiting, after a filter
-    stops it completing new ones (shared by every worker: their clients are then refused at connect)."""
-    with socket.socket(fileno=os.dup(listener.fileno())) as handle:
-        program = struct.pack("HL", 1, ctypes.addressof(_DROP_ALL))  # struct sock_fprog {len, filter*}
-        try:
-            handle.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, program)
-        except OSError:  # not Linux, or not allowed: the gap is only microseconds wide
-            logger.debug("Cannot filter the listener; taking its queue without")
-        handle.setblocking(False)
-        while True:
-            try:
-                yield handle.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except ConnectionAbortedError:
-                continue
-
 
 class DrainingWorker(ThreadWorker):  # type: ignore[misc]
     """gunicorn's gthread worker with the drain described above and a read deadline on every request.

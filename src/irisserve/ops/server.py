@@ -11,11 +11,8 @@ closed), and only then does uvicorn's shutdown close what is left and wait for r
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
-import os
 import socket
-import struct
 import sys
 import time
 from collections.abc import Iterator
@@ -30,6 +27,7 @@ from uvicorn.supervisors import multiprocess
 from irisserve.core.errors import encode_json
 from irisserve.core.settings import get_settings
 from irisserve.ops.lifecycle import begin_draining
+from irisserve.ops.listener import take_accept_queue
 
 logger = logging.getLogger("irisserve")
 
@@ -84,21 +82,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = False
 
 
-# A classic BPF program of one instruction, "return 0": the socket accepts no packet (Linux).
-SO_ATTACH_FILTER = 26
-_DROP_ALL = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF_RET | BPF_K, k = 0
-
-
-def _drop_new_connections(listener: socket.socket) -> None:
-    """Make the kernel drop SYNs for ``listener``, so no handshake completes between emptying its accept
-    queue and closing it (connections completed in that gap would be reset with their request)."""
-    program = struct.pack("HL", 1, ctypes.addressof(_DROP_ALL))  # struct sock_fprog {len, filter*}
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, program)
-    except OSError:  # not Linux, or not allowed: the gap is only microseconds wide
-        logger.debug("Cannot filter the listener; closing it without")
-
-
 class DrainingServer(uvicorn.Server):
     """uvicorn's Server with the drain described above (first SIGTERM/SIGINT drains, a second one exits at once)."""
 
@@ -145,16 +128,9 @@ class DrainingServer(uvicorn.Server):
         taken = []
         for server in self.servers:
             for listener in server.sockets:
-                with socket.socket(fileno=os.dup(listener.fileno())) as handle:
-                    _drop_new_connections(handle)
-                    handle.setblocking(False)
-                    while True:
-                        try:
-                            connection, _ = handle.accept()
-                        except (BlockingIOError, InterruptedError):
-                            break
-                        connection.setblocking(False)
-                        taken.append(connection)
+                for connection, _ in take_accept_queue(listener):
+                    connection.setblocking(False)
+                    taken.append(connection)
         return taken
 
     def _close_listeners(self, sockets: list[Any] | None) -> None:
