@@ -332,7 +332,10 @@ def test_sigterm_under_keep_alive_load_loses_no_request(model_dir: Path, tmp_pat
         stop_at.set()
         for client in clients:
             client.join(timeout=20)
+        log_lines = [line for line in server.log().splitlines() if line.strip()]
     assert answered_before > 100 and result.answered > answered_before
+    not_json = [line for line in log_lines if not line.startswith("{")]
+    assert not_json == [], f"with {workers} worker(s), lines that are not JSON: {not_json[:3]}"
     assert result.lost == [], f"{len(result.lost)} requests sent without an answer: {result.lost[:3]}"
     assert set(result.statuses) == {200}
     assert code == 0 and exited < 10, (code, exited)
@@ -351,3 +354,22 @@ def test_readiness_turns_503_at_once_and_answers_close_their_connection(model_di
         assert prediction.status_code == 200 and prediction.headers["connection"] == "close"
         assert server.process.wait(timeout=15) == 0
     assert stop(server.process) == 0
+
+
+def test_an_upload_still_arriving_at_the_deadline_gets_a_json_503(model_dir: Path, tmp_path: Path) -> None:
+    port = free_port()
+    env = {"PORT": str(port), "IRISSERVE_MODEL_DIR": str(model_dir), "IRISSERVE_DRAIN_SECONDS": "0.5", "IRISSERVE_HOST": "127.0.0.1"}
+    with run_server(serve_command(), port=port, log_path=tmp_path / "serve.log", env=env) as server:
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{")
+            time.sleep(0.2)
+            os.kill(server.process.pid, signal.SIGTERM)
+            reply = b""
+            while chunk := sock.recv(65536):  # the server answers when its graceful timeout ends, then closes
+                reply += chunk
+        assert server.process.wait(timeout=15) == 0
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503") and b"application/json" in head.lower()
+        assert "send the request again" in json.loads(body)["detail"]
+        # uvicorn says it cancelled the task (ERROR, its own line) and the 503 is logged; no traceback.
+        assert "Traceback" not in server.log() and "Exception in ASGI application" not in server.log()

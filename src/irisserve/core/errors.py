@@ -24,6 +24,12 @@ class ModelNotReadyError(IrisServeError):
     status_code = 503
 
 
+class ServiceUnavailableError(IrisServeError):
+    """The server cannot take this request now (it is shutting down); the client should send it again."""
+
+    status_code = 503
+
+
 class UnknownModelError(IrisServeError):
     """The path names a model or version this server does not serve (Open Inference Protocol routes)."""
 

@@ -9,6 +9,7 @@ route on the scope so metrics and logs label them as before.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,7 +17,13 @@ from typing import Any
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from irisserve.core.errors import IrisServeError, RequestValidationFailed, encode_json, error_answer
+from irisserve.core.errors import (
+    IrisServeError,
+    RequestValidationFailed,
+    ServiceUnavailableError,
+    encode_json,
+    error_answer,
+)
 from irisserve.core.pipeline import Answer, RequestPipeline
 from irisserve.core.schemas import health_body
 from irisserve.ops.lifecycle import is_draining
@@ -42,8 +49,23 @@ class ClientGone(Exception):
     """The client disconnected before its body arrived."""
 
 
+SHUTTING_DOWN = ServiceUnavailableError(
+    "The server is shutting down and this request's body had not arrived; send the request again."
+)
+
+
 async def read_body(receive: Receive) -> bytes:
-    """The whole request body (a single message for anything up to the server's read size)."""
+    """The whole request body (a single message for anything up to the server's read size).
+
+    At shutdown uvicorn cancels the requests still running when its graceful timeout ends; one still
+    uploading gets a JSON 503 (raised here) instead of uvicorn's text/plain 500 and an ERROR log line."""
+    try:
+        return await _receive_all(receive)
+    except asyncio.CancelledError:
+        raise SHUTTING_DOWN from None
+
+
+async def _receive_all(receive: Receive) -> bytes:
     message = await receive()
     if message["type"] != "http.request":
         raise ClientGone

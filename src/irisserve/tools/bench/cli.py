@@ -22,7 +22,7 @@ from irisserve.tools.bench.errors import BenchError
 DEFAULT_OUT_DIR = Path("bench-out")
 DEFAULT_MODEL_DIR = Path("models/iris/1.0.0")
 REMOTE_REQUESTS = 20
-LOCAL_REQUESTS = 2000
+LOCAL_REQUESTS = 5000
 MEMORY_REQUESTS = 100_000
 CONSOLE_WIDTH = 160
 
@@ -30,7 +30,7 @@ CONSOLE_WIDTH = 160
 def build_parser(prog: str = "irisserve bench") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     where = parser.add_argument_group("what to measure")
-    where.add_argument("--local", action="store_true", help="Start both patterns on loopback and measure them.")
+    where.add_argument("--local", action="store_true", help="Start both patterns and the reference programs on loopback and measure them.")
     where.add_argument("--cloud-run-url", help="Deployed web service; gets POST {url}/predict.")
     where.add_argument("--cloud-function-url", help="Deployed function; gets POST {url}.")
     counts = parser.add_argument_group("how much")
@@ -40,7 +40,7 @@ def build_parser(prog: str = "irisserve bench") -> argparse.ArgumentParser:
     counts.add_argument("--idle-seconds", type=float, default=0.0, help="Remote: wait this long before the first request, so it may meet a cold instance.")
     counts.add_argument("--cold-starts", type=int, default=5, help="Local: fresh processes per pattern and load strategy (default 5).")
     counts.add_argument("--sequential-requests", type=int, default=500, help="Local: one-client requests per repeat (default 500).")
-    counts.add_argument("--repeats", type=int, default=3, help="Local: repeats whose median is reported (default 3).")
+    counts.add_argument("--repeats", type=int, default=5, help="Local: repeats whose median is reported (default 5).")
     counts.add_argument("--inprocess-calls", type=int, default=2000, help="Local: timed single-row inferences per repeat (default 2000).")
     counts.add_argument("--batch-rows", type=int, default=1000, help="Local: rows per POST /predict/batch (default 1000, the service's limit).")
     counts.add_argument("--batch-requests", type=int, default=200, help="Local: one-client batch requests per repeat (default 200).")

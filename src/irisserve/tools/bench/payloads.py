@@ -8,6 +8,7 @@ from typing import Any
 
 from irisserve.core.artifact import read_manifest
 from irisserve.core.spec import ModelSpec
+from irisserve.v2.codec import INPUT_NAME
 
 # Weyl sequences (k * an irrational, mod 1) fill [0, 1) evenly without a random generator: the same batch every run.
 GOLDEN = 0.6180339887498949
@@ -31,7 +32,7 @@ def v2_infer_path(spec: ModelSpec) -> str:
 def v2_infer_request(spec: ModelSpec) -> dict[str, Any]:
     """The example row as one ``[1, n]`` FP32 tensor, the shape a KServe or Triton client sends."""
     row = list(spec.example.values())
-    return {"inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}]}
+    return {"inputs": [{"name": INPUT_NAME, "shape": [1, len(row)], "datatype": "FP32", "data": row}]}
 
 
 def batch_request(spec: ModelSpec, rows: int) -> dict[str, Any]:

@@ -34,7 +34,7 @@ SIDE_BY_SIDE = (
 FLAT_GROWTH_MB = 1.0  # "flat": RSS at the end of the soak at most this much above RSS half-way (20 bytes a request at 100,000)
 WEB_MEMORY_MB = 100.0
 FUNCTION_COLD_MARGIN_MS = 120.0
-ERROR_CHARS = 90
+ERROR_CHARS = 160
 WEB_VS_BARE = (("web", "predict_concurrent"), ("bare", "predict_concurrent"))
 
 
@@ -77,7 +77,8 @@ class Target:
             reference = ""
         errors, first_error = failures(block, self.loads)
         if errors:
-            reference = f"{errors:,} failed requests ({first_error[:ERROR_CHARS]}); {reference}"
+            shown = first_error if len(first_error) <= ERROR_CHARS else first_error[: ERROR_CHARS - 1] + "…"
+            reference = f"{errors:,} failed requests ({shown}); {reference}"
         verdict = PASS if not errors and math.isfinite(measured) and self.compare(measured, self.bound) else MISS
         return {
             "target": self.name.format(**plan), "model": model_label(block), "measured": measured, "bound": self.bound,
@@ -423,6 +424,7 @@ def draw_chart(results: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     local = results["mode"] == "local"
     figure, axes = plt.subplots(1, 2 if local else 1, figsize=(13 if local else 7, 4.8), squeeze=False)
@@ -432,6 +434,8 @@ def draw_chart(results: dict[str, Any], path: Path) -> None:
         pattern = label.split(" ")[0]
         cdf_axis.plot(values, fractions[: len(values)], label=label, color=COLOURS.get(pattern), linestyle="-" if "concurrent" in label else "--")
     cdf_axis.set_xscale("log")
+    cdf_axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    cdf_axis.xaxis.set_minor_formatter(NullFormatter())  # matplotlib's minor labels on a log axis overlap
     cdf_axis.set_xlabel("latency (ms, log scale)")
     cdf_axis.set_ylabel("fraction of requests")
     cdf_axis.set_title("Warm prediction latency (CDF)")

@@ -50,20 +50,20 @@ def no_progress(description: str, total: int) -> Callable[[int], None]:
 
 @dataclass(kw_only=True)
 class LocalPlan:
-    """How much to measure; the defaults take about ten minutes on 2 cores (two models)."""
+    """How much to measure (the CLI's defaults)."""
 
     model_dir: Path
     out_dir: Path
     bundle_dir: Path | None = None
     also_model_dirs: tuple[Path, ...] = ()  # measured like model_dir after it (no in-process part)
     cold_starts: int = 5
-    warm_requests: int = 2000
+    warm_requests: int = 5000
     sequential_requests: int = 500
     batch_requests: int = 200
     batch_rows: int = 1000
     memory_requests: int = 100_000  # 0: no soak
     concurrency: int = 8
-    repeats: int = 3
+    repeats: int = 5
     inprocess_calls: int = 2000
     timeout: float = 10.0
     function: bool = True
