@@ -12,18 +12,29 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from irisserve.tools.bench.cli import main
 from irisserve.tools.bench.errors import BenchError
-from irisserve.tools.bench.local import ServiceSpec, cloud_function, started
+from irisserve.tools.bench.local import UNSPLIT, ServiceSpec, cloud_function, started
+from irisserve.tools.bench.models import also_model_dirs
+from irisserve.tools.bench.report import TARGETS
+from irisserve.tools.bench.runner import PAIRED_RATIOS
 from irisserve.tools.bundle import build_bundle
 from support import REPO_ROOT, VENV_BIN, RunningServer, free_port
 
+# Batches of 50 rows: the count is what the tiny run needs, not the 1,000 of the target.
 TINY_LOCAL = ["--cold-starts", "1", "--num-requests", "20", "--sequential-requests", "5", "--repeats", "1",
-              "--inprocess-calls", "20", "--concurrency", "2", "--no-progress"]
+              "--inprocess-calls", "20", "--concurrency", "2", "--batch-rows", "50", "--batch-requests", "3",
+              "--memory-requests", "40", "--no-progress"]
 CLI_TIMEOUT_S = 60
+PATTERNS = {"web", "bare", "empty", "function-lazy", "function-import", "empty-function"}
+REFERENCES = {"bare", "empty", "empty-function"}
+WEB_LOADS = {"health_concurrent", "predict_concurrent", "v2_infer_concurrent", "batch_sequential", "predict_sequential"}
+RUN_TARGETS = 2  # in-process: ONNX call, live figures + drift
+MODEL_TARGETS = 10  # per model: 4 throughput/p99 ratios, batch, web cold start, 2 function cold starts, 2 memory
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +42,40 @@ def bundle(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_bundle(tmp_path_factory.mktemp("bench") / "bundle", model_dir).path
 
 
-def test_local_mode_runs_both_patterns_and_writes_json_report_and_chart(model_dir: Path, bundle: Path, tmp_path: Path) -> None:
+def _check_model_block(block: dict[str, Any], name: str) -> None:
+    """One model's figures: every pattern's cold start, every load, the paired ratios, the memory soak."""
+    assert block["model"]["name"] == name
+    assert set(block["cold_start"]) == PATTERNS
+    for pattern, summary in block["cold_start"].items():
+        phases = summary["samples"][0]["phases"]
+        assert summary["median_s"] == pytest.approx(sum(phase["seconds"] for phase in phases))
+        if pattern in REFERENCES:  # no start-up marks: one phase
+            assert [phase["phase"] for phase in phases] == [UNSPLIT]
+            continue
+        assert phases[0]["phase"] == "interpreter + imports" and phases[-1]["phase"] == "first response"
+        assert {"model load + verify", "warm-up"} <= {phase["phase"] for phase in phases}
+    warm = block["warm"]
+    assert set(warm["patterns"]) == {"web", "bare", "empty", "function", "empty-function"}
+    assert set(warm["patterns"]["web"]) == WEB_LOADS
+    for pattern in ("bare", "empty", "function", "empty-function"):
+        assert set(warm["patterns"][pattern]) == {"predict_concurrent", "predict_sequential"}
+    for kinds in warm["patterns"].values():
+        for summary in kinds.values():
+            assert summary["errors"] == 0 and len(summary["cdf_ms"]) == 101
+    assert set(warm["ratios"]) == set(PAIRED_RATIOS)
+    assert all(ratio["median"] > 0 and len(ratio["per_repeat"]) == 1 for ratio in warm["ratios"].values())
+    assert warm["memory"]["web"]["rss_mb"] > 10 and warm["memory"]["function"]["processes"] == 2
+    soak = block["memory_soak"]
+    assert soak["errors"] == 0 and [sample["after_requests"] for sample in soak["samples"]] == list(range(0, 41, 4))
+    assert soak["half_at_requests"] == 20 and soak["rss_mb_at_end"] > 10
+
+
+def test_local_mode_measures_the_references_and_a_second_model_and_writes_json_report_and_chart(
+    model_dir: Path, bundle: Path, tmp_path: Path
+) -> None:
     output = tmp_path / "results.json"
-    assert main(["--local", "--model-dir", str(model_dir), "--bundle", str(bundle), "--output", str(output), *TINY_LOCAL]) == 0
+    argv = ["--local", "--model-dir", str(model_dir), "--bundle", str(bundle), "--also-model", "wine", "--output", str(output)]
+    assert main([*argv, *TINY_LOCAL]) == 0
 
     results = json.loads(output.read_text())
     assert results["mode"] == "local" and results["machine"]["cpus"] >= 1
@@ -42,26 +84,44 @@ def test_local_mode_runs_both_patterns_and_writes_json_report_and_chart(model_di
     onnx = next(row for row in results["inprocess"] if row["backend"] == "onnx")
     for path in ("predict_rows_metrics", "predict_rows_metrics_live", "live_observe", "record_request"):
         assert onnx[path]["p50_us"] > 0, path  # the live panel's cost per request
-    assert set(results["cold_start"]) == {"web", "function-lazy", "function-import"}
-    for summary in results["cold_start"].values():
-        phases = summary["samples"][0]["phases"]
-        assert phases[0]["phase"] == "interpreter + imports" and phases[-1]["phase"] == "first response"
-        assert {"model load + verify", "warm-up"} <= {phase["phase"] for phase in phases}
-        assert summary["median_s"] == pytest.approx(sum(phase["seconds"] for phase in phases))
-    warm = results["warm"]
-    assert set(warm["patterns"]["web"]) == {"health_concurrent", "predict_concurrent", "predict_sequential"}
-    assert set(warm["patterns"]["function"]) == {"predict_concurrent", "predict_sequential"}
-    for kinds in warm["patterns"].values():
-        for summary in kinds.values():
-            assert summary["errors"] == 0 and len(summary["cdf_ms"]) == 101
-    assert warm["predict_to_health_throughput_ratio"]["median"] > 0
-    assert warm["memory"]["web"]["rss_mb"] > 10 and warm["memory"]["function"]["processes"] == 2
-    assert {t["verdict"] for t in results["targets"]} <= {"PASS", "MISS"} and len(results["targets"]) == 7
+    _check_model_block(results, "iris")
+    [wine] = results["other_models"]
+    _check_model_block(wine, "wine")
+    assert (tmp_path / "models" / "wine" / "1.0.0" / "manifest.json").is_file()  # packaged into the output folder
+
+    targets = results["targets"]
+    assert len(targets) == RUN_TARGETS + 2 * MODEL_TARGETS
+    assert [t["model"] for t in targets].count("wine") == MODEL_TARGETS
+    for target in targets:  # every figure was measured: a ratio, a difference or a size, and a verdict
+        assert isinstance(target["measured"], float) and target["verdict"] in {"PASS", "MISS"}, target
+        assert target["errors"] == 0, target
+    bare = next(t for t in targets if t["target"].startswith("Web POST /predict throughput ÷ the bare app's"))
+    assert bare["target"].endswith("(2 clients)") and bare["reference"].startswith("bare ") and bare["sign"] == "≥"
 
     report = output.with_suffix(".md").read_text()
     assert "## Targets" in report and "results.png" in report and "function-import" in report
+    assert "## wine: irisserve and the references side by side" in report and "reference: bare FastAPI app" in report
     assert "## Live figures and drift: cost per request" in report and "Drift + live figures added" in report
     assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_also_model_none_and_a_missing_folder(tmp_path: Path) -> None:
+    assert also_model_dirs(["none"], tmp_path) == ()
+    with pytest.raises(BenchError, match="--also-model .*missing.*: no model artifact there"):
+        also_model_dirs([str(tmp_path / "missing")], tmp_path)
+
+
+def test_a_failed_request_makes_its_target_a_miss() -> None:
+    """A p50 of the requests that succeeded would flatter: any failure in a target's loads is a MISS, named."""
+    run = {"errors": 2, "error_samples": ["ValueError: HTTP 431: headers too large"], "p50_ms": 1.0}
+    block = {
+        "model": {"name": "iris"},
+        "warm": {"patterns": {"web": {"batch_sequential": {"median_of_repeats": {"p50_ms": 1.0, "p99_ms": 2.0}, "runs": [run]}}}},
+    }
+    batch = next(target for target in TARGETS if target.name.startswith("POST /predict/batch"))
+    verdict = batch.judge(block, {"batch_rows": 1000, "concurrency": 8, "memory_requests": 10})
+    assert verdict["verdict"] == "MISS" and verdict["measured"] == 1.0 and verdict["errors"] == 2
+    assert verdict["reference"].startswith("2 failed requests (ValueError: HTTP 431")
 
 
 def test_the_function_runs_the_bundles_own_copy_of_irisserve(bundle: Path) -> None:

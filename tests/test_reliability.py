@@ -271,6 +271,13 @@ def test_headers_over_the_limit_get_431_and_memory_stays_bounded(model_dir: Path
         assert httpx.get(server.base_url + "/health").status_code == 200
         small = httpx.get(server.base_url + "/health", headers={"User-Agent": "u" * 1_000})
         assert small.status_code == 200
+        # Only headers count: a large body arriving in the same packets as its headers is not refused.
+        batch = json.dumps({"instances": [SEED_EXAMPLE] * 1000}).encode()
+        for _ in range(10):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("POST", "/predict/batch", body=batch, headers={"Content-Type": "application/json"})
+            assert connection.getresponse().status == 200
+            connection.close()
 
 
 class LoadResult:

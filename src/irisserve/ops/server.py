@@ -49,11 +49,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._header_limit = get_settings().max_header_bytes
         self._header_bytes = 0
         self._in_headers = True
+        self._tail = b""
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
         self._header_bytes = 0
+        self._tail = b""
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
@@ -61,7 +63,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._in_headers:
-            self._header_bytes += len(data)
+            # Count only up to the blank line that ends the headers: the same chunk may carry body bytes.
+            # The last three bytes of the previous chunk are searched too, in case the blank line was split.
+            end = (self._tail + data).find(b"\r\n\r\n")
+            self._header_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
+            self._tail = data[-3:]
             if self._header_bytes > self._header_limit:
                 self._refuse_headers()
                 return

@@ -7,6 +7,7 @@ import contextlib
 import math
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -286,6 +287,8 @@ def run_local(plan: LocalPlan, progress: ProgressSink = no_progress) -> dict[str
     """Everything ``make bench`` measures, as one JSON-ready dict (schema in docs/benchmark.md): the in-process
     figures and ``model_dir``'s block at the top level, each of ``also_model_dirs``' blocks under ``other_models``."""
     started_at = time.time()
+    # The last run's logs only: with the JSON access log on, a default run writes about 150 MB of them.
+    shutil.rmtree(plan.out_dir / "logs", ignore_errors=True)
     results: dict[str, Any] = {"mode": "local", "machine": machine(), "plan": plan.as_dict()}
     tick = progress("in-process inference", len(BACKENDS))
     results["inprocess"] = []
