@@ -34,6 +34,8 @@ from irisserve.core.spec import ModelSpec
 MAX_ERRORS_SHOWN = 20
 MAX_INPUT_ITEMS_ECHOED = 20
 MAX_INPUT_CHARS_ECHOED = 200
+# From this many rows NumPy checks the training ranges faster than a Python loop does.
+VECTORISE_FROM_ROWS = 16
 # A refused (413) body is still read and dropped, up to this much, so its client reads the 413 rather than a
 # reset; past it the connection is simply closed.
 DISCARD_MAX_BYTES = 16 * 1024 * 1024
@@ -255,9 +257,15 @@ class RequestPipeline:
     def out_of_range(self, rows: Sequence[Sequence[float]]) -> list[list[str]]:
         """Each row's features outside the training range (still predicted, but flagged)."""
         names, mins, maxs = self._names, self._mins, self._maxs
-        return [
-            [name for name, value, low, high in zip(names, row, mins, maxs, strict=True) if not low <= value <= high] for row in rows
-        ]
+        if len(rows) < VECTORISE_FROM_ROWS:
+            return [
+                [name for name, value, low, high in zip(names, row, mins, maxs, strict=True) if not low <= value <= high]
+                for row in rows
+            ]
+        values = np.asarray(rows, dtype=np.float64)
+        outside = (values < np.asarray(mins)) | (values > np.asarray(maxs))
+        hits: list[bool] = outside.any(axis=1).tolist()
+        return [[names[i] for i in np.flatnonzero(row)] if hit else [] for row, hit in zip(outside, hits, strict=True)]
 
 
 def encode_predictions(spec: ModelSpec, predictions: Predictions, flags: list[list[str]]) -> list[dict[str, Any]]:
