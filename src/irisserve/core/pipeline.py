@@ -264,8 +264,8 @@ class RequestPipeline:
             ]
         values = np.asarray(rows, dtype=np.float64)
         outside = (values < np.asarray(mins)) | (values > np.asarray(maxs))
-        hits: list[bool] = outside.any(axis=1).tolist()
-        return [[names[i] for i in np.flatnonzero(row)] if hit else [] for row, hit in zip(outside, hits, strict=True)]
+        hits = np.asarray(outside.any(axis=1)).tolist()
+        return [[names[i] for i in np.flatnonzero(outside[r])] if hits[r] else [] for r in range(len(outside))]
 
 
 def encode_predictions(spec: ModelSpec, predictions: Predictions, flags: list[list[str]]) -> list[dict[str, Any]]:
