@@ -380,3 +380,63 @@ def test_an_upload_still_arriving_at_the_deadline_gets_a_json_503(model_dir: Pat
         assert "send the request again" in json.loads(body)["detail"]
         # uvicorn says it cancelled the task (ERROR, its own line) and the 503 is logged; no traceback.
         assert "Traceback" not in server.log() and "Exception in ASGI application" not in server.log()
+
+
+# --- Artifacts that cannot load say why ---------------------------------------------------------------------------
+
+
+def broken_manifests(good: dict[str, Any]) -> dict[str, Any]:
+    """A manifest body per case (None: manifest.json is a folder, so it cannot be read) and what the refusal names."""
+    files_as_strings = {**good, "files": {name: "abc" for name in good["files"]}}
+    no_features = {**good, "features": []}
+    return {
+        "a number": (b"3", "format_version"),
+        "a list": (b"[1, 2]", "format_version"),
+        "files values that are strings": (json.dumps(files_as_strings).encode(), "files.model.onnx"),
+        "no features": (json.dumps(no_features).encode(), "features"),
+        "not JSON": (b"{oops", "not valid JSON"),
+        "unreadable": (None, "Cannot read"),
+    }
+
+
+def break_artifact(folder: Path, case: str) -> str:
+    good = json.loads((folder / "manifest.json").read_text())
+    body, named = broken_manifests(good)[case]
+    (folder / "manifest.json").unlink()
+    if body is None:
+        (folder / "manifest.json").mkdir()
+    else:
+        (folder / "manifest.json").write_bytes(body)
+    return named
+
+
+BROKEN = ["a number", "a list", "files values that are strings", "no features", "not JSON", "unreadable"]
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_the_web_service_refuses_a_broken_artifact_before_listening(artifact_copy: Path, case: str) -> None:
+    named = break_artifact(artifact_copy, case)
+    env = {"PATH": os.environ["PATH"], "PORT": str(free_port()), "IRISSERVE_MODEL_DIR": str(artifact_copy)}
+    result = subprocess.run([IRISSERVE, "serve"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "manifest.json" in result.stderr and named in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_the_function_answers_503_naming_the_file(artifact_copy: Path, case: str) -> None:
+    named = break_artifact(artifact_copy, case)
+    with function_app(function_env(artifact_copy)) as client:
+        for answer in (client.get("/", headers={"Accept": "application/json"}), client.post("/", json=SEED_EXAMPLE)):
+            assert answer.status_code == 503
+            text = answer.json().get("status") or answer.json().get("detail")
+            assert "manifest.json" in text and named in text
+
+
+def test_the_function_in_import_mode_fails_at_import_naming_the_file(artifact_copy: Path) -> None:
+    named = break_artifact(artifact_copy, "files values that are strings")
+    env = {**os.environ, **function_env(artifact_copy, IRISSERVE_FUNCTION_LOAD="import")}
+    command = [str(Path(sys.executable).parent / "functions-framework"), "--source", "cloud_function/main.py", "--target", "predict", "--port", str(free_port())]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode != 0
+    assert named in result.stderr
