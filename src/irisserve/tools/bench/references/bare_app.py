@@ -45,4 +45,4 @@ async def predict(row: Row) -> Answer:
     if "probabilities" in outputs:
         best = int(result.argmax())
         return Answer(prediction=targets[best], confidence=float(result[best]))
-    return Answer(prediction=float(result))
+    return Answer(prediction=float(result.reshape(-1)[0]))  # a regressor answers [N, 1]
