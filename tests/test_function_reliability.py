@@ -23,7 +23,7 @@ from irisserve.core.settings import Settings
 from irisserve.function.server import DEFAULT_THREADS, READ_TIMEOUT_S, gunicorn_options
 from support import SEED_EXAMPLE, free_port, function_command, function_env, run_server
 from test_function import function_app
-from test_reliability import LoadResult, keep_alive_client
+from test_reliability import sigterm_under_load
 
 CLOUD_RUN_GRACE_S = 10  # SIGTERM to SIGKILL
 SEED_BODY = json.dumps(SEED_EXAMPLE).encode()
@@ -46,19 +46,7 @@ def test_sigterm_under_keep_alive_load_loses_no_request(model_dir: Path, tmp_pat
     port = free_port()
     env = function_env(model_dir, WORKERS=str(workers), IRISSERVE_FUNCTION_LOAD=load)
     with run_server(function_command(port), port=port, log_path=tmp_path / "fn.log", env=env, ready_path="/") as server:
-        result, stop_at = LoadResult(), threading.Event()
-        clients = [threading.Thread(target=keep_alive_client, args=(port, stop_at, result)) for _ in range(32)]
-        for client in clients:
-            client.start()
-        time.sleep(1.0)
-        answered_before = result.answered
-        signalled = time.monotonic()
-        os.kill(server.process.pid, signal.SIGTERM)  # the master only, as the container runtime signals PID 1
-        code = server.process.wait(timeout=15)
-        exited = time.monotonic() - signalled
-        stop_at.set()
-        for client in clients:
-            client.join(timeout=20)
+        result, answered_before, code, exited = sigterm_under_load(server, port)  # SIGTERM to the master only
     print(f"\n{workers} worker(s), {load}: {result.answered} answered, {len(result.lost)} lost, {result.refused} refused at connect, exit {code} after {exited:.2f} s")
     assert answered_before > 100 and result.answered > answered_before
     assert result.lost == [], f"{len(result.lost)} requests sent without an answer: {result.lost[:3]}"

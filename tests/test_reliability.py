@@ -321,24 +321,32 @@ def keep_alive_client(port: int, stop_at: threading.Event, result: LoadResult) -
             connection = None
 
 
+def sigterm_under_load(server: RunningServer, port: int, clients: int = 32) -> tuple[LoadResult, int, int, float]:
+    """Keep-alive clients posting in a loop; after a second, SIGTERM to the server's first process (as a
+    container runtime signals PID 1). The load's result, the answers before the signal, the exit code and
+    the seconds from the signal to the exit."""
+    result, stop_at = LoadResult(), threading.Event()
+    threads = [threading.Thread(target=keep_alive_client, args=(port, stop_at, result)) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    answered_before = result.answered
+    signalled = time.monotonic()
+    os.kill(server.process.pid, signal.SIGTERM)
+    code = server.process.wait(timeout=15)
+    exited = time.monotonic() - signalled
+    stop_at.set()
+    for thread in threads:
+        thread.join(timeout=20)
+    return result, answered_before, code, exited
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_under_keep_alive_load_loses_no_request(model_dir: Path, tmp_path: Path, workers: int) -> None:
     port = free_port()
     env = {"PORT": str(port), "IRISSERVE_MODEL_DIR": str(model_dir), "IRISSERVE_WORKERS": str(workers), "IRISSERVE_HOST": "127.0.0.1"}
     with run_server(serve_command(), port=port, log_path=tmp_path / "serve.log", env=env) as server:
-        result, stop_at = LoadResult(), threading.Event()
-        clients = [threading.Thread(target=keep_alive_client, args=(port, stop_at, result)) for _ in range(32)]
-        for client in clients:
-            client.start()
-        time.sleep(1.0)
-        answered_before = result.answered
-        signalled = time.monotonic()
-        os.kill(server.process.pid, signal.SIGTERM)  # the container runtime signals PID 1 only
-        code = server.process.wait(timeout=15)
-        exited = time.monotonic() - signalled
-        stop_at.set()
-        for client in clients:
-            client.join(timeout=20)
+        result, answered_before, code, exited = sigterm_under_load(server, port)
         log_lines = [line for line in server.log().splitlines() if line.strip()]
     assert answered_before > 100 and result.answered > answered_before
     not_json = [line for line in log_lines if not line.startswith("{")]
