@@ -35,6 +35,9 @@ logger = logging.getLogger("irisserve")
 ACCEPTED_GRACE_S = 0.5
 # Then how long requests in flight may take; drain + grace + this stays under Cloud Run's 10 s.
 GRACEFUL_SHUTDOWN_S = 5
+# After a 431: how much of what the client still sends is read and dropped, and for how long, before closing.
+LINGER_BYTES = 1 << 20
+LINGER_S = 1.0
 # uvicorn's exit code when the app cannot start (its STARTUP_FAILURE).
 STARTUP_FAILURE = 3
 
@@ -50,6 +53,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._in_headers = True
         self._tail = b""
+        self._refused_at: float | None = None
+        self._lingered = 0
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -62,6 +67,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
+        if self._refused_at is not None:
+            self._linger(len(data))
+            return
         if self._in_headers:
             # Count only up to the blank line that ends the headers: the same chunk may carry body bytes.
             # The last three bytes of the previous chunk are searched too, in case the blank line was split.
@@ -84,8 +92,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
             + b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
         )
-        self.transport.close()
         self._in_headers = False
+        # Read and drop what the client is still sending before closing (a close with unread data resets the
+        # connection, and the client could lose its 431): at most LINGER_BYTES, for at most LINGER_S.
+        self._refused_at = time.monotonic()
+        self._lingered = 0
+        asyncio.get_running_loop().call_later(LINGER_S, self.transport.close)
+
+    def _linger(self, size: int) -> None:
+        self._lingered += size
+        if self._lingered > LINGER_BYTES or time.monotonic() - (self._refused_at or 0.0) > LINGER_S:
+            self.transport.close()
 
 
 class DrainingServer(uvicorn.Server):

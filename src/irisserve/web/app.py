@@ -117,13 +117,6 @@ def build_router(pipeline: RequestPipeline) -> APIRouter:
         status, body = health_body(predictor, draining=is_draining())
         return body if status == 200 else JSONResponse(body, status_code=status)
 
-    async def read_health_head(request: Request) -> Response:
-        """HEAD /health (load balancers and uptime checks use it): the status, no body."""
-        status, _ = health_body(predictor, draining=is_draining())
-        return Response(status_code=status)
-
-    router.add_route("/health", read_health_head, methods=["HEAD"], include_in_schema=False)
-
     @router.post(
         "/predict", response_model=spec.response_model, tags=["predict"], responses=PREDICT_ERRORS,
         openapi_extra=request_body(spec.request_model),
