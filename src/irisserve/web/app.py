@@ -61,14 +61,13 @@ from irisserve.ops.request_log import configure_logging
 from irisserve.ui import render_page
 from irisserve.v2 import is_v2_path
 from irisserve.web import v2
-from irisserve.web.fast import FastEndpoints
+from irisserve.web.fast import CLIENT_CLOSED_REQUEST, CLIENT_GONE, FastEndpoints
 
 logger = logging.getLogger("irisserve")
 
 JSON = "application/json"
 COMPONENTS = "#/components/schemas/"
 PAGE_PATH = "/"
-CLIENT_CLOSED_REQUEST = 499
 # OpenAPI security schemes for IRISSERVE_API_KEY, so Swagger UI's "Authorize" sends the key.
 SECURITY_SCHEMES = {
     "bearerAuth": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <IRISSERVE_API_KEY>"},
@@ -200,7 +199,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
     """The client went away before its body arrived: its doing, not a server error. One line, status 499
     (nginx's "client closed request") in the metrics; nobody is left to read the answer."""
-    logger.info("%s %s: the client disconnected before sending the whole body", request.method, request.url.path)
+    logger.info(CLIENT_GONE, request.method, request.url.path)
     return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 

@@ -37,6 +37,7 @@ logger = logging.getLogger("irisserve")
 
 JSON_TYPE = (b"content-type", b"application/json")
 CLIENT_CLOSED_REQUEST = 499  # nginx's "client closed request": counted, never sent to anyone
+CLIENT_GONE = "%s %s: the client disconnected before sending the whole body"  # logged at INFO: the client's doing
 V2_MODELS = "/v2/models/"
 V2_INFER = "/v2/models/{model_name}/infer"
 V2_VERSIONED_INFER = "/v2/models/{model_name}/versions/{model_version}/infer"
@@ -192,7 +193,7 @@ class FastEndpoints:
         await send({"type": "http.response.body", "body": answer})
 
     async def _client_gone(self, scope: Scope, send: Send) -> None:
-        logger.info("%s %s: the client disconnected before sending the whole body", scope["method"], scope["path"])
+        logger.info(CLIENT_GONE, scope["method"], scope["path"])
         await send({"type": "http.response.start", "status": CLIENT_CLOSED_REQUEST, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
