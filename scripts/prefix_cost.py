@@ -34,6 +34,11 @@ def scope_for(path: str, root_path: str = "") -> dict[str, Any]:
     }
 
 
+async def answer_200(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
 async def cpu_per_request(app: Any, path: str, root_path: str, body: bytes) -> float:
     sent: list[int] = []
 
@@ -61,8 +66,12 @@ def main() -> None:
     predictor.load()
     app = create_app(settings, predictor)
     mounted = Starlette(routes=[Mount("/iris", app=app)])
+    mount_alone = Starlette(routes=[Mount("/iris", app=answer_200)])  # what the outer app and its Mount cost by themselves
     body = json.dumps(predictor.spec.example).encode()
-    cases = {"root": (app, "/predict", ""), "--root-path /iris": (app, "/iris/predict", "/iris"), "Mount('/iris')": (mounted, "/iris/predict", "")}
+    cases = {
+        "root": (app, "/predict", ""), "--root-path /iris": (app, "/iris/predict", "/iris"),
+        "Mount('/iris')": (mounted, "/iris/predict", ""), "Mount, empty app": (mount_alone, "/iris/predict", ""),
+    }
     results: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(REPEATS):
         for name, (target, path, root) in cases.items():
