@@ -1,5 +1,5 @@
-"""Cloud Functions (gen2) entry point ``predict``: a thin shell over ``irisserve.function.handler``, served by the
-gunicorn that ``irisserve.function.server`` tunes.
+"""Cloud Functions (gen2) entry point ``predict``: a thin shell over ``irisserve.function.handler``, served as ASGI by
+the gunicorn and uvicorn workers that ``irisserve.function.server`` tunes.
 
 Locally:  functions-framework --source cloud_function/main.py --target predict --port 8080
 Deploy:   irisserve bundle-function --out build/cloud_function, then
@@ -13,8 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-import flask
-import functions_framework
+import functions_framework.aio
+from starlette.requests import Request
 
 HERE = Path(__file__).resolve().parent
 
@@ -28,17 +28,22 @@ if (HERE / "model" / "manifest.json").is_file():
 
 # sys.path and the model dir must be set before these imports. install() comes before the handler's import, so
 # its logging is in place when import mode loads the model; it tunes the gunicorn functions-framework starts next
-# (drain on SIGTERM, read deadline, threads: docs/function.md, "Shutdown, slow clients and logs").
+# (drain on SIGTERM, header limit and deadline: docs/function.md, "Shutdown, slow clients and logs").
 from irisserve.function.server import install  # noqa: E402
 
 install()
 
-from irisserve.function.handler import handle, load_model  # noqa: E402
+from irisserve.function.handler import create_function_app, load_model  # noqa: E402
 
 __all__ = ["load_model", "predict"]
 
+function_app = create_function_app()
 
-@functions_framework.http
-def predict(request: flask.Request) -> tuple[bytes, int, dict[str, str]]:
-    """POST the four measurements (or ``{"instances": [...]}``) to predict; GET for health and the model."""
-    return handle(request)
+
+@functions_framework.aio.http
+async def predict(request: Request) -> object:
+    """POST a row (or ``{"instances": [...]}``) to predict; GET for health and the model.
+
+    The returned ASGI app answers the request itself (functions-framework calls what a function returns with
+    the request's scope, receive and send, as it does a Starlette Response)."""
+    return function_app

@@ -177,9 +177,9 @@ def test_the_function_bundle_serves_the_model(served: Served, tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     row = rows_of(served)[0]
     script = (
-        "import json, functions_framework\n"
+        "import json, functions_framework\nfrom starlette.testclient import TestClient\n"
         f"app = functions_framework.create_app(target='predict', source={str(bundle / 'main.py')!r})\n"
-        f"print(app.test_client().post('/', json={row!r}).get_data(as_text=True))\n"
+        f"print(TestClient(app).post('/', json={row!r}).text)\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("IRISSERVE_") and k != "PYTHONPATH"}
     answer = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)

@@ -75,10 +75,11 @@ def test_bundle_serves_from_its_own_folder_without_training_libraries(bundle: Bu
     script = f"""
 import json, sys
 import functions_framework
+from starlette.testclient import TestClient
 app = functions_framework.create_app(target="predict", source={str(bundle.path / "main.py")!r})
-response = app.test_client().post("/", json={SEED_EXAMPLE!r})
+response = TestClient(app).post("/", json={SEED_EXAMPLE!r})
 import irisserve
-print(json.dumps({{"status": response.status_code, "body": response.get_json(), "package": irisserve.__file__,
+print(json.dumps({{"status": response.status_code, "body": response.json(), "package": irisserve.__file__,
                    "forbidden": sorted(m for m in sys.modules if m.split(".")[0] in {sorted(FORBIDDEN)!r})}}))
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("IRISSERVE_") and k != "PYTHONPATH"}

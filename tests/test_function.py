@@ -17,6 +17,7 @@ from typing import Any
 import functions_framework
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
 from irisserve.function import handler as function
 from irisserve.core.predictor import Predictor
@@ -39,7 +40,7 @@ from support import (
 
 @contextlib.contextmanager
 def function_app(env: Mapping[str, str]) -> Iterator[httpx.Client]:
-    """cloud_function/main.py in functions-framework's Flask app, in this process, with ``env`` as its settings.
+    """cloud_function/main.py in functions-framework's ASGI app, in this process, with ``env`` as its settings.
 
     The model cache and the settings cache start empty and everything (environment included) is restored
     afterwards: functions-framework's create_app writes FUNCTION_TARGET into os.environ."""
@@ -50,7 +51,7 @@ def function_app(env: Mapping[str, str]) -> Iterator[httpx.Client]:
     function._PIPELINE = None
     try:
         app = functions_framework.create_app(target="predict", source=str(FUNCTION_SOURCE))
-        with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://function.test") as client:
+        with TestClient(app, base_url="http://function.test") as client:
             yield client
     finally:
         os.environ.clear()

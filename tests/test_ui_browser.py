@@ -362,3 +362,31 @@ def test_with_an_api_key_the_page_asks_for_it_and_keeps_it_in_memory(page: Page,
     page.wait_for_function("() => /^[0-9]+$/.test(document.getElementById('live-requests').textContent)")
     stored = page.evaluate("() => [localStorage.length, sessionStorage.length, document.cookie, location.href]")
     assert stored == [0, 0, "", keyed.url]
+
+
+# -- /docs and /redoc -------------------------------------------------------------------------------------
+
+
+def outside_requests(page: Page, origin: str) -> list[str]:
+    """Every request the tab makes to another origin, recorded from now on."""
+    seen: list[str] = []
+    page.on("request", lambda request: seen.append(request.url) if not request.url.startswith((origin, "data:", "blob:")) else None)
+    return seen
+
+
+@pytest.mark.parametrize("site_name", ["iris", "prefixed"])
+def test_swagger_ui_renders_from_the_service_alone(page: Page, site_name: str, request: pytest.FixtureRequest) -> None:
+    """No CDN: the page, its script and CSS come from the service (at the root and behind a prefix), under its CSP."""
+    site: Site = request.getfixturevalue(site_name)
+    outside = outside_requests(page, site.api.split("/iris")[0])
+    page.goto(site.url + "docs")
+    expect(page.locator(".opblock-summary-path", has_text="/predict/batch")).to_be_visible()
+    expect(page.locator(".information-container .title")).to_contain_text("irisserve")
+    assert outside == []
+
+
+def test_redoc_renders_from_the_service_alone(page: Page, iris: Site) -> None:
+    outside = outside_requests(page, iris.api)
+    page.goto(iris.url + "redoc")
+    expect(page.get_by_text("/predict/batch").first).to_be_attached()
+    assert outside == []

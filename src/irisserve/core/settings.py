@@ -61,7 +61,7 @@ class Settings(BaseSettings):
         10.0,
         gt=0,
         le=300,
-        description="Cloud Function: how long one request's head and body may take to arrive (408 past it).",
+        description="How long a request's head may take to arrive (the connection closes past it) and its body (408).",
     )
     max_header_bytes: int = Field(
         65_536, ge=1024, description="Largest request line plus headers accepted (431 past it), checked as they arrive."

@@ -9,22 +9,34 @@ Error shapes: the seed API answers FastAPI's ``{"detail": ...}``; the Open Infer
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, Literal
 
 from starlette._utils import get_route_path
 from starlette.types import Receive, Scope, Send
 
-from irisserve.core.errors import IrisServeError, RequestValidationFailed, ServiceUnavailableError, encode_json, error_answer
+from irisserve.core.errors import (
+    IrisServeError,
+    RequestTimeoutError,
+    RequestValidationFailed,
+    ServiceUnavailableError,
+    encode_json,
+    error_answer,
+)
 from irisserve.core.pipeline import DISCARD_MAX_BYTES
 from irisserve.v2 import is_v2_path
 from irisserve.v2.codec import describe_errors
+
+logger = logging.getLogger("irisserve")
 
 Protocol = Literal["seed", "v2"]
 
 JSON_TYPE = (b"content-type", b"application/json")
 CLIENT_CLOSED_REQUEST = 499  # nginx's "client closed request": counted, never sent to anyone
 CLIENT_GONE = "%s %s: the client disconnected before sending the whole body"  # logged at INFO: the client's doing
+CONNECTION_CLOSE = (b"connection", b"close")
+BODY_TOO_SLOW = "The request body did not arrive in time; send it in one go (or fewer rows per request)."
 SHUTTING_DOWN = ServiceUnavailableError(
     "The server is shutting down and this request's body had not arrived; send the request again."
 )
@@ -45,6 +57,15 @@ def header(scope: Scope, name: bytes) -> str | None:
 def route_path(scope: Scope) -> str:
     """The path the app's routes see: without the root path (``uvicorn --root-path``, a ``Mount``) it runs under."""
     return get_route_path(scope) if scope.get("root_path") else scope["path"]
+
+
+UNMATCHED_ROUTE = "unmatched"
+
+
+def route_of(scope: Scope) -> str:
+    """The matched route's template (``/v2/models/{model_name}/infer``): the bounded label metrics and live figures use."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or UNMATCHED_ROUTE
 
 
 def protocol_of(scope: Scope) -> Protocol:
@@ -76,31 +97,43 @@ async def send_json(send: Send, status: int, body: bytes, *headers: tuple[bytes,
 
 async def send_error(scope: Scope, send: Send, exc: IrisServeError, *headers: tuple[bytes, bytes]) -> None:
     status, body = error_reply(scope, exc)
+    if isinstance(exc, RequestTimeoutError):  # the rest of the body may still come: the connection cannot be reused
+        headers = (*headers, CONNECTION_CLOSE)
     await send_json(send, status, body, *headers)
 
 
-async def send_client_gone(send: Send) -> None:
-    """Nobody reads this answer; its status is what metrics and the request log count."""
+async def send_client_gone(scope: Scope, send: Send) -> None:
+    """The client went away before its body arrived: its doing, one INFO line. Nobody reads this answer; its
+    status is what metrics and the request log count."""
+    logger.info(CLIENT_GONE, scope["method"], scope["path"])
     await send({"type": "http.response.start", "status": CLIENT_CLOSED_REQUEST, "headers": []})
     await send({"type": "http.response.body", "body": b""})
 
 
-async def read_body(receive: Receive) -> bytes:
-    """The whole request body. ClientGone if the client leaves first.
+async def read_body(receive: Receive, *, timeout: float | None = None) -> bytes:
+    """The whole request body. ClientGone if the client leaves first; 408 if it has not all arrived within
+    ``timeout`` seconds (IRISSERVE_READ_TIMEOUT_SECONDS: a slow client holds a connection no longer).
 
     At shutdown uvicorn cancels the requests still running when its graceful timeout ends; one still
     uploading gets a JSON 503 (raised here) instead of uvicorn's text/plain 500 and an ERROR log line."""
     try:
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                raise ClientGone
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        async with asyncio.timeout(timeout):
+            return await _receive_all(receive)
+    except TimeoutError:
+        raise RequestTimeoutError(BODY_TOO_SLOW) from None
     except asyncio.CancelledError:
         raise SHUTTING_DOWN from None
+
+
+async def _receive_all(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 # A refused body is still read and dropped, up to DISCARD_MAX_BYTES and this long, so its client reads the answer

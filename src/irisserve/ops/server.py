@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import sys
 import time
@@ -26,6 +27,7 @@ from uvicorn.supervisors import multiprocess
 
 from irisserve.core.errors import encode_json
 from irisserve.core.settings import get_settings
+from irisserve.ops.asgi import DiscardBudget
 from irisserve.ops.lifecycle import begin_draining
 from irisserve.ops.listener import take_accept_queue
 
@@ -36,37 +38,62 @@ ACCEPTED_GRACE_S = 0.5
 # After a 431: how much of what the client still sends is read and dropped, and for how long, before closing.
 LINGER_BYTES = 1 << 20
 LINGER_S = 1.0
+HEAD_TOO_SLOW = "No complete request head from %s within %g s (IRISSERVE_READ_TIMEOUT_SECONDS); connection closed"
 # uvicorn's exit code when the app cannot start (its STARTUP_FAILURE).
 STARTUP_FAILURE = 3
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a bound on the request line and headers: past
+    """uvicorn's httptools protocol with bounds on the request line and headers: past
     ``IRISSERVE_MAX_HEADER_BYTES`` the client gets 431 and the connection closes, before the bytes pile up
-    (httptools itself buffers a header of any size: a 50 MB header used to reach the app)."""
+    (httptools itself buffers a header of any size: a 50 MB header used to reach the app); a head still
+    incomplete ``IRISSERVE_READ_TIMEOUT_SECONDS`` after its first byte closes the connection unanswered (a
+    client sending one header byte every 20 s used to hold its connection for good)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._header_limit = get_settings().max_header_bytes
+        settings = get_settings()
+        self._header_limit = settings.max_header_bytes
+        self._head_seconds = settings.read_timeout_seconds
+        self._head_deadline: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._in_headers = True
         self._tail = b""
-        self._refused_at: float | None = None
-        self._lingered = 0
+        self._linger_budget: DiscardBudget | None = None
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
         self._header_bytes = 0
         self._tail = b""
+        self._cancel_head_deadline()
+        self._head_deadline = self.loop.call_later(self._head_seconds, self._head_too_slow)
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        self._cancel_head_deadline()
         super().on_headers_complete()
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_deadline()
+        super().connection_lost(exc)
+
+    def _cancel_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if self._in_headers and not self.transport.is_closing():
+            client = self.client[0] if self.client else "a client"
+            logger.warning(HEAD_TOO_SLOW, client, self._head_seconds)
+            self.transport.close()
+
     def data_received(self, data: bytes) -> None:
-        if self._refused_at is not None:
-            self._linger(len(data))
+        if self._linger_budget is not None:
+            if not self._linger_budget.spend(len(data)):
+                self.transport.close()
             return
         if self._in_headers:
             # Count only up to the blank line that ends the headers: the same chunk may carry body bytes.
@@ -91,16 +118,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             + b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
         )
         self._in_headers = False
+        self._cancel_head_deadline()
         # Read and drop what the client is still sending before closing (a close with unread data resets the
         # connection, and the client could lose its 431): at most LINGER_BYTES, for at most LINGER_S.
-        self._refused_at = time.monotonic()
-        self._lingered = 0
-        asyncio.get_running_loop().call_later(LINGER_S, self.transport.close)
-
-    def _linger(self, size: int) -> None:
-        self._lingered += size
-        if self._lingered > LINGER_BYTES or time.monotonic() - (self._refused_at or 0.0) > LINGER_S:
-            self.transport.close()
+        self._linger_budget = DiscardBudget(LINGER_BYTES, LINGER_S)
+        self.loop.call_later(LINGER_S, self.transport.close)
 
 
 class DrainingServer(uvicorn.Server):
@@ -118,7 +140,7 @@ class DrainingServer(uvicorn.Server):
         self._captured_signals.append(sig)  # re-raised after shutdown, as uvicorn does
         begin_draining()
         self._drain_ends = time.monotonic() + self.drain_seconds
-        logger.warning("Signal %d: draining for %.1f s (readiness 503, answers close their connection)", sig, self.drain_seconds)
+        logger.warning("%s: draining for %.1f s (readiness 503, answers close their connection)", signal.Signals(sig).name, self.drain_seconds)
 
     async def on_tick(self, counter: int) -> bool:
         if self._drain_ends is not None and time.monotonic() >= self._drain_ends:

@@ -36,14 +36,14 @@ class Page:
     headers: dict[str, str]
 
 
-def _hash_source(code: str) -> str:
+def hash_source(code: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(code.encode()).digest()).decode() + "'"
 
 
 def content_security_policy(html: str) -> str:
     """Only this page's own inline script and style run, fetches go to its own origin, nothing else loads."""
-    scripts = " ".join(_hash_source(code) for code in _INLINE["script"].findall(html))
-    styles = " ".join(_hash_source(code) for code in _INLINE["style"].findall(html))
+    scripts = " ".join(hash_source(code) for code in _INLINE["script"].findall(html))
+    styles = " ".join(hash_source(code) for code in _INLINE["style"].findall(html))
     return (
         f"default-src 'none'; script-src {scripts}; style-src {styles}; connect-src 'self'; img-src 'self' data:; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"

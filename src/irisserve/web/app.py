@@ -46,6 +46,7 @@ from irisserve.ops.lifecycle import DrainMiddleware, drain_on_signals
 from irisserve.ops.limits import ApiKeyMiddleware, BodyLimitMiddleware
 from irisserve.ops.live import LiveStats
 from irisserve.ops.metrics import (
+    RequestMetrics,
     export_drift,
     mark_worker_exited,
     metrics_endpoint,
@@ -56,6 +57,7 @@ from irisserve.ops.middleware import ObservabilityMiddleware
 from irisserve.ops.request_log import configure_logging
 from irisserve.ui import render_page
 from irisserve.web import v2
+from irisserve.web.docs import build_docs_router
 from irisserve.web.handlers import health_handler, predict_handler
 from irisserve.web.routing import HotRoutes, ServedRoute, served_by
 
@@ -97,7 +99,7 @@ def description_of(spec: ModelSpec) -> str:
     )
 
 
-def build_router(pipeline: RequestPipeline) -> APIRouter:
+def build_router(pipeline: RequestPipeline, settings: Settings) -> APIRouter:
     """The seed API, generic over the model: health, predict, batch, model info."""
     spec, predictor = pipeline.spec, pipeline.predictor
     router = APIRouter(route_class=ServedRoute)
@@ -111,7 +113,7 @@ def build_router(pipeline: RequestPipeline) -> APIRouter:
         "/predict", response_model=spec.response_model, tags=["predict"], responses=PREDICT_ERRORS,
         openapi_extra=request_body(spec.request_model),
     )
-    @served_by(predict_handler(pipeline.predict_one))
+    @served_by(predict_handler(pipeline.predict_one, settings.read_timeout_seconds))
     async def create_prediction() -> None:
         """Predict one row: every feature, by name."""
 
@@ -119,7 +121,7 @@ def build_router(pipeline: RequestPipeline) -> APIRouter:
         "/predict/batch", response_model=spec.batch_response_model, tags=["predict"], responses=PREDICT_ERRORS,
         openapi_extra=request_body(spec.batch_model),
     )
-    @served_by(predict_handler(pipeline.predict_batch))
+    @served_by(predict_handler(pipeline.predict_batch, settings.read_timeout_seconds))
     async def create_batch_prediction() -> None:
         """Predict many rows in one vectorised call (up to IRISSERVE_MAX_BATCH_SIZE rows)."""
 
@@ -257,6 +259,8 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         description=description_of(spec),
         version=__version__,
         lifespan=lifespan,
+        docs_url=None,  # web/docs.py serves /docs and /redoc with their assets from here, not a CDN
+        redoc_url=None,
         # Prometheus and our own request log cover this; FastAPI's OpenTelemetry hook otherwise looks up
         # three global providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -265,12 +269,13 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.state.predictor = predictor
     app.state.pipeline = pipeline
     app.state.live = live
+    app.include_router(build_docs_router(app.title, app.openapi_url or "/openapi.json"))
     if settings.ui:
         app.include_router(build_page_router(settings))
-    seed_api = build_router(pipeline)
+    seed_api = build_router(pipeline, settings)
     app.include_router(seed_api)
     app.include_router(build_live_router(live))
-    v2_api = v2.build_router(pipeline)
+    v2_api = v2.build_router(pipeline, settings)
     app.include_router(v2_api)
     complete_openapi(app, spec, settings)
     app.router.redirect_slashes = False  # /predict/ is a 404, never a redirect to http:// behind an HTTPS proxy
@@ -300,7 +305,7 @@ def add_serving_middleware(app: FastAPI, settings: Settings, live: LiveStats | N
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, public_paths=public_paths(settings))
     app.add_middleware(CorsMiddleware, allowed=settings.cors_origins)
     app.add_middleware(DrainMiddleware)
-    app.add_middleware(ObservabilityMiddleware, request_log=request_log, live=live)
+    app.add_middleware(ObservabilityMiddleware, request_log=request_log, live=lambda: live, metrics=RequestMetrics())
 
 
 mark("imports_done")

@@ -15,7 +15,7 @@ from irisserve.core.errors import IrisServeError, encode_json
 from irisserve.core.pipeline import Answer, RequestPipeline
 from irisserve.core.predictor import Predictor
 from irisserve.core.schemas import health_body
-from irisserve.ops.asgi import CLIENT_GONE, ClientGone, header, read_body, send_client_gone, send_error, send_json
+from irisserve.ops.asgi import ClientGone, header, read_body, send_client_gone, send_error, send_json
 from irisserve.ops.lifecycle import is_draining
 from irisserve.v2 import codec
 from irisserve.v2.codec import HEADER_LENGTH
@@ -37,14 +37,15 @@ def health_handler(predictor: Predictor) -> Handler:
     return health
 
 
-def predict_handler(predict: Callable[..., Answer]) -> Handler:
+def predict_handler(predict: Callable[..., Answer], read_timeout: float) -> Handler:
     """POST /predict or /predict/batch: the body to ``predict`` (a pipeline method), its answer back."""
 
     async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            answer = predict(await read_body(receive), content_encoding=header(scope, b"content-encoding"))
+            body = await read_body(receive, timeout=read_timeout)
+            answer = predict(body, content_encoding=header(scope, b"content-encoding"))
         except ClientGone:
-            await client_gone(scope, send)
+            await send_client_gone(scope, send)
             return
         except IrisServeError as exc:
             await send_error(scope, send, exc)
@@ -54,18 +55,19 @@ def predict_handler(predict: Callable[..., Answer]) -> Handler:
     return handle
 
 
-def v2_infer_handler(pipeline: RequestPipeline) -> Handler:
+def v2_infer_handler(pipeline: RequestPipeline, read_timeout: float) -> Handler:
     """POST /v2/models/{model_name}[/versions/{model_version}]/infer: JSON, or JSON plus binary tensors."""
 
     async def infer(scope: Scope, receive: Receive, send: Send) -> None:
         params = scope["path_params"]
         try:
+            body = await read_body(receive, timeout=read_timeout)
             answer, header_length = codec.infer(
-                pipeline, await read_body(receive), name=params["model_name"], version=params.get("model_version"),
+                pipeline, body, name=params["model_name"], version=params.get("model_version"),
                 header_length=header(scope, HEADER_LENGTH_KEY), content_encoding=header(scope, b"content-encoding"),
             )
         except ClientGone:
-            await client_gone(scope, send)
+            await send_client_gone(scope, send)
             return
         except IrisServeError as exc:
             await send_error(scope, send, exc)
@@ -81,9 +83,4 @@ def v2_infer_handler(pipeline: RequestPipeline) -> Handler:
         await send({"type": "http.response.body", "body": answer})
 
     return infer
-
-
-async def client_gone(scope: Scope, send: Send) -> None:
-    logger.info(CLIENT_GONE, scope["method"], scope["path"])
-    await send_client_gone(send)
 

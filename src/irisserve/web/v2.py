@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from irisserve import __version__
 from irisserve.core.pipeline import RequestPipeline
 from irisserve.core.predictor import Predictor
+from irisserve.core.settings import Settings
 from irisserve.ops.lifecycle import is_draining
 from irisserve.v2 import codec
 from irisserve.v2.codec import example_request, model_metadata
@@ -69,7 +70,7 @@ def serving(predictor: Predictor) -> bool:
     return predictor.ready and not is_draining()
 
 
-def build_router(pipeline: RequestPipeline) -> APIRouter:
+def build_router(pipeline: RequestPipeline, settings: Settings) -> APIRouter:
     """The V2 routes for the pipeline's model."""
     spec, predictor = pipeline.spec, pipeline.predictor
     router = APIRouter(prefix="/v2", tags=["v2"], route_class=V2Route)
@@ -96,7 +97,7 @@ def build_router(pipeline: RequestPipeline) -> APIRouter:
         body = {"name": name, "ready": ready}
         return body if ready else JSONResponse(body, status_code=503)
 
-    infer = served_by(v2_infer_handler(pipeline))
+    infer = served_by(v2_infer_handler(pipeline, settings.read_timeout_seconds))
 
     @router.get("", response_model=ServerMetadata)
     async def read_server_metadata() -> Any:
