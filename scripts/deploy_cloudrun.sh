@@ -44,9 +44,10 @@ IGNORE_FILE=deploy/cloudrun/gcloudignore
 
 if [[ -n "$MODEL_DIR" ]]; then
     need_artifact "$MODEL_DIR"
-    MODEL_DIR=$(realpath --relative-to=. "$MODEL_DIR")
-    [[ "$MODEL_DIR" != ../* && "$MODEL_DIR" != /* ]] \
-        || refuse "MODEL_DIR=$MODEL_DIR is outside this repository: the image is built from it (copy the artifact under models/)"
+    inside=$("$PYTHON" -c 'import os, sys; print(os.path.relpath(os.path.realpath(sys.argv[1])))' "$MODEL_DIR")
+    [[ "$inside" != ../* && "$inside" != /* ]] \
+        || refuse "MODEL_DIR=$MODEL_DIR is outside this repository, the image's build context: copy the artifact under models/"
+    MODEL_DIR=$inside  # relative: the Dockerfile copies it from the build context
     read_model "$MODEL_DIR"
     SERVICE=${SERVICE:-$(service_name "$MODEL_NAME" "$MODEL_TASK")}
     TAG=${TAG:-$(printf '%s' "$MODEL_VERSION" | tr -c 'A-Za-z0-9_.\n-' '-')-$COMMIT}

@@ -28,7 +28,7 @@ BUNDLE=${BUNDLE:-build/cloud_function}
 ALLOW_UNAUTHENTICATED=${ALLOW_UNAUTHENTICATED:-1}
 if [[ -n "${MODEL_DIR:-}" ]]; then
     read_model "$MODEL_DIR"  # refuses a folder without an artifact
-    FUNCTION=${FUNCTION:-$MODEL_NAME-predict}
+    FUNCTION=${FUNCTION:-$(cloud_name "$MODEL_NAME" predict)}
 else
     MODEL_DIR=models/iris/1.0.0
     FUNCTION=${FUNCTION:-iris-predict}

@@ -98,15 +98,19 @@ m = json.load(open(sys.argv[1]))
 print(m["name"], m["version"], m["task"])' "$1/manifest.json")
 }
 
-# service_name NAME TASK: a Cloud Run service (or function) name after the model: wine -> wine-classifier,
-# as iris -> iris-classifier; lowercase letters, digits and hyphens, starting with a letter, <= 49 characters.
-service_name() {
-    local base kind=classifier
-    [[ "$2" == regression ]] && kind=regressor
+# cloud_name NAME SUFFIX: NAME-SUFFIX as Cloud Run services and functions accept it: lowercase letters,
+# digits and hyphens, starting with a letter, at most 49 characters (my_model.v2 -> my-model-v2-SUFFIX).
+cloud_name() {
+    local base
     base=$(printf '%s' "$1" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9\n' '-')
     [[ "$base" =~ ^[a-z] ]] || base="m-$base"
-    base="${base:0:$((48 - ${#kind}))}"
-    printf '%s-%s\n' "${base%-}" "$kind"
+    base="${base:0:$((48 - ${#2}))}"
+    printf '%s-%s\n' "${base%-}" "$2"
+}
+
+# service_name NAME TASK: the Cloud Run service after the model, as Iris's: wine -> wine-classifier.
+service_name() {
+    if [[ "$2" == regression ]]; then cloud_name "$1" regressor; else cloud_name "$1" classifier; fi
 }
 
 # smoke_test URL_COMMAND HEALTH_PATH PREDICT_PATH: the URL from URL_COMMAND (shell text), then GET

@@ -480,6 +480,22 @@ def test_deploy_function_smoke_tests_the_model_example(no_gcloud: dict[str, str]
     assert json.loads(option(post, "-d")) == wine_example(wine)
 
 
+@pytest.mark.parametrize(("name", "task", "service", "function"), [
+    ("wine", "classification", "wine-classifier", "wine-predict"),
+    ("diabetes", "regression", "diabetes-regressor", "diabetes-predict"),
+    ("my_model.v2", "classification", "my-model-v2-classifier", "my-model-v2-predict"),
+    ("9lives", "regression", "m-9lives-regressor", "m-9lives-predict"),
+    ("a" * 60, "classification", "a" * 38 + "-classifier", "a" * 41 + "-predict"),
+])
+def test_names_after_the_model_are_valid_cloud_run_names(name: str, task: str, service: str, function: str) -> None:
+    result = subprocess.run(
+        ["bash", "-c", 'source scripts/deploy_lib.sh && service_name "$1" "$2" && cloud_name "$1" predict', "-",
+         name, task], cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    assert result.stdout.split() == [service, function]
+    assert all(re.fullmatch(r"[a-z]([a-z0-9-]{0,47}[a-z0-9])?", word) for word in (service, function))
+
+
 def refused(env: dict[str, str], script: str, *args: str, **variables: str) -> str:
     """Run a script that must refuse its input: exit 2, one line on stderr, no command printed."""
     result = subprocess.run([str(ROOT / "scripts" / script), *args], cwd=ROOT, env={**env, **variables},
