@@ -98,7 +98,7 @@ if [[ "$CANARY" == 1 ]]; then
         refuse "service $SERVICE does not exist yet: deploy it once without CANARY=1 (a canary needs a revision to compare with)"
     fi
     note "the revision serving now is tagged $STABLE_TAG: make rollback returns all traffic to it"
-    capture STABLE "$describe json | $PYTHON -c $(squote "$SERVING_REVISION_PY")"
+    capture STABLE "$describe json | $(quote "$PYTHON") -c $(squote "$SERVING_REVISION_PY")"
     if [[ "$DRY_RUN" == 1 ]]; then
         printf '%s --update-tags "%s=$STABLE" %s\n' "$(quote gcloud run services update-traffic "$SERVICE")" \
             "$STABLE_TAG" "$(quote --platform managed --region "$REGION" --project "$PROJECT_ID")"
@@ -110,7 +110,7 @@ if [[ "$CANARY" == 1 ]]; then
     run gcloud run deploy "$SERVICE" --image "$IMAGE" --no-traffic --tag "$CANARY_TAG" \
         --platform managed --region "$REGION" --project "$PROJECT_ID"
     note "smoke test at the $CANARY_TAG URL (the model's example), then: make promote PERCENT=10|50|100, or make rollback"
-    smoke_test "$describe json | $PYTHON -c $(squote "$TAG_URL_PY") $CANARY_TAG" /health /predict
+    smoke_test "$describe json | $(quote "$PYTHON") -c $(squote "$TAG_URL_PY") $CANARY_TAG" /health /predict
     exit 0
 fi
 
