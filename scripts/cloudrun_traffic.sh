@@ -22,8 +22,9 @@ CANARY_TAG=${CANARY_TAG:-canary}
 STABLE_TAG=${STABLE_TAG:-stable}
 case "$ACTION" in
     promote)
-        [[ "$PERCENT" =~ ^[0-9]{1,3}$ ]] && ((10#$PERCENT >= 1 && 10#$PERCENT <= 100)) \
-            || refuse "PERCENT must be a whole number from 1 to 100 (the canary's share of traffic), not '$PERCENT'"
+        if ! [[ "$PERCENT" =~ ^[0-9]{1,3}$ ]] || ((10#$PERCENT < 1 || 10#$PERCENT > 100)); then
+            refuse "PERCENT must be a whole number from 1 to 100 (the canary's share of traffic), not '$PERCENT'"
+        fi
         PERCENT=$((10#$PERCENT))
         ;;
     rollback) ;;

@@ -100,6 +100,7 @@ if [[ "$CANARY" == 1 ]]; then
     note "the revision serving now is tagged $STABLE_TAG: make rollback returns all traffic to it"
     capture STABLE "$describe json | $(quote "$PYTHON") -c $(squote "$SERVING_REVISION_PY")"
     if [[ "$DRY_RUN" == 1 ]]; then
+        # shellcheck disable=SC2016  # "$STABLE" is for the printed script to expand
         printf '%s --update-tags "%s=$STABLE" %s\n' "$(quote gcloud run services update-traffic "$SERVICE")" \
             "$STABLE_TAG" "$(quote --platform managed --region "$REGION" --project "$PROJECT_ID")"
     else

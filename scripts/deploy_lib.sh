@@ -1,4 +1,7 @@
+# shellcheck shell=bash
 # Shared by the deploy scripts (sourced, not run).
+# The printf formats below print '$URL' and '$(...)' for the printed script to expand: SC2016 is intended.
+# shellcheck disable=SC2016
 # run CMD...: with DRY_RUN=1 print the command, shell-quoted, one per line, so the whole output is a
 # script you can read or paste; otherwise echo it to stderr with a "+ " prefix and run it.
 DRY_RUN=${DRY_RUN:-0}
@@ -92,7 +95,9 @@ need_artifact() {
 # EXAMPLE (the manifest's own example row as JSON: the smoke tests' request body).
 read_model() {
     need_artifact "$1"
+    # shellcheck disable=SC2034  # read by the scripts that source this file
     EXAMPLE=$("$IRISSERVE" example --model-dir "$1")
+    # shellcheck disable=SC2034  # read by the scripts that source this file
     read -r MODEL_NAME MODEL_VERSION MODEL_TASK < <("$PYTHON" -c 'import json, sys
 m = json.load(open(sys.argv[1]))
 print(m["name"], m["version"], m["task"])' "$1/manifest.json")
@@ -102,7 +107,7 @@ print(m["name"], m["version"], m["task"])' "$1/manifest.json")
 # digits and hyphens, starting with a letter, at most 49 characters (my_model.v2 -> my-model-v2-SUFFIX).
 cloud_name() {
     local base
-    base=$(printf '%s' "$1" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9\n' '-')
+    base=$(printf '%s' "$1" | LC_ALL=C tr '[:upper:]' '[:lower:]' | LC_ALL=C tr -c 'a-z0-9\n' '-')
     [[ "$base" =~ ^[a-z] ]] || base="m-$base"
     base="${base:0:$((48 - ${#2}))}"
     printf '%s-%s\n' "${base%-}" "$2"
