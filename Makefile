@@ -68,8 +68,11 @@ clean:
 # image-test: build the Dockerfile with podman from a local Debian 12 base and check the running
 # container (HTTP, non-root, SIGTERM, hash check, size, cold start); state in $TMPDIR/irisserve-podman.
 # image: the same build, without the checks.
-# deploy-*: PROJECT_ID=... [REGION=...] [SERVICE=... | FUNCTION=...] [DRY_RUN=1] make deploy-cloudrun
-.PHONY: image image-test lint-docker deploy-cloudrun deploy-function
+# deploy-*: PROJECT_ID=... [REGION=...] [MODEL_DIR=models/NAME/VERSION] [SERVICE=... | FUNCTION=...]
+# [DRY_RUN=1] make deploy-cloudrun: the image (Iris, or MODEL_DIR's artifact), named after the model,
+# smoke-tested with the model's example row. The Cloud Run rollout: make canary MODEL_DIR=... (a revision
+# tagged canary, no traffic), make promote PERCENT=10|50|100, make rollback [REVISION=...].
+.PHONY: image image-test lint-docker deploy-cloudrun deploy-function canary promote rollback
 
 image:
 	$(PYTHON) scripts/image_test.py --build-only
@@ -80,8 +83,17 @@ image-test: venv
 lint-docker: venv
 	$(BIN)/hadolint Dockerfile
 
-deploy-cloudrun:
+deploy-cloudrun: venv
 	@scripts/deploy_cloudrun.sh
+
+canary: venv
+	@CANARY=1 scripts/deploy_cloudrun.sh
+
+promote: venv
+	@scripts/cloudrun_traffic.sh promote
+
+rollback: venv
+	@scripts/cloudrun_traffic.sh rollback
 
 deploy-function: venv
 	@scripts/deploy_function.sh

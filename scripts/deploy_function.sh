@@ -4,26 +4,35 @@
 # repository.
 #
 #   PROJECT_ID=my-project make deploy-function            # or: scripts/deploy_function.sh
+#   PROJECT_ID=my-project make deploy-function MODEL_DIR=models/wine/1.0.0
 #   PROJECT_ID=my-project DRY_RUN=1 make deploy-function  # print every command, run none
 #
-# Variables (defaults in brackets): PROJECT_ID (required), REGION [us-central1],
-# FUNCTION [iris-predict], RUNTIME [python311], MEMORY [512MB], BUNDLE [build/cloud_function],
-# MODEL_DIR [models/iris/1.0.0], IRISSERVE [.venv/bin/irisserve], ALLOW_UNAUTHENTICATED [1],
-# DRY_RUN [0].
+# Then a smoke test: GET (health) and POST the model's own example row (its manifest's).
+# A new version replaces the function's source: Cloud Functions has no tagged revision to canary;
+# the web service has (make canary, docs/deployment.md), and so has the function's Cloud Run service.
+#
+# Variables (defaults in brackets): PROJECT_ID (required unless DRY_RUN=1), REGION [us-central1],
+# FUNCTION [<model name>-predict: iris-predict], RUNTIME [python311], MEMORY [512MB],
+# BUNDLE [build/cloud_function], MODEL_DIR [models/iris/1.0.0, trained when missing; a folder you
+# name must hold an artifact], IRISSERVE [.venv/bin/irisserve], ALLOW_UNAUTHENTICATED [1], DRY_RUN [0].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/deploy_lib.sh
 source scripts/deploy_lib.sh
 
-: "${PROJECT_ID:?set PROJECT_ID to your Google Cloud project id (DRY_RUN=1 to only print the commands)}"
+need_project
 REGION=${REGION:-us-central1}
-FUNCTION=${FUNCTION:-iris-predict}
 RUNTIME=${RUNTIME:-python311}
 MEMORY=${MEMORY:-512MB}
 BUNDLE=${BUNDLE:-build/cloud_function}
-MODEL_DIR=${MODEL_DIR:-models/iris/1.0.0}
-IRISSERVE=${IRISSERVE:-.venv/bin/irisserve}
 ALLOW_UNAUTHENTICATED=${ALLOW_UNAUTHENTICATED:-1}
+if [[ -n "${MODEL_DIR:-}" ]]; then
+    read_model "$MODEL_DIR"  # refuses a folder without an artifact
+    FUNCTION=${FUNCTION:-$(cloud_name "$MODEL_NAME" predict)}
+else
+    MODEL_DIR=models/iris/1.0.0
+    FUNCTION=${FUNCTION:-iris-predict}
+fi
 need_gcloud
 
 auth=--no-allow-unauthenticated
@@ -31,8 +40,13 @@ auth=--no-allow-unauthenticated
 
 note "Cloud Function: $FUNCTION, project $PROJECT_ID, region $REGION, source $BUNDLE"
 if [[ ! -f "$MODEL_DIR/manifest.json" ]]; then
-    note "no artifact in $MODEL_DIR yet: train it"
+    note "no Iris artifact in $MODEL_DIR yet: train it"
     run "$IRISSERVE" train --out "$MODEL_DIR"
+fi
+if [[ "$DRY_RUN" == 1 && ! -f "$MODEL_DIR/manifest.json" ]]; then
+    EXAMPLE=$IRIS_EXAMPLE  # the row the training above records
+else
+    read_model "$MODEL_DIR"
 fi
 note "the function's source folder (what gets uploaded)"
 run "$IRISSERVE" bundle-function --out "$BUNDLE" --model-dir "$MODEL_DIR"
@@ -44,15 +58,6 @@ run gcloud functions deploy "$FUNCTION" --gen2 --runtime "$RUNTIME" --source "$B
     --entry-point predict --trigger-http "$auth" --memory "$MEMORY" --region "$REGION" \
     --project "$PROJECT_ID"
 
-note "the function URL, then a smoke test (the README's example)"
-if [[ "$DRY_RUN" == 1 ]]; then
-    cat << END
-URL=\$(gcloud functions describe $FUNCTION --gen2 --region $REGION --project $PROJECT_ID --format 'value(serviceConfig.uri)')
-curl -fsS -X POST "\$URL" -H 'Content-Type: application/json' -d '$EXAMPLE'
-END
-else
-    url=$(gcloud functions describe "$FUNCTION" --gen2 --region "$REGION" \
-        --project "$PROJECT_ID" --format 'value(serviceConfig.uri)')
-    echo "function URL: $url" >&2
-    run curl -fsS -X POST "$url" -H 'Content-Type: application/json' -d "$EXAMPLE"
-fi
+note "the function URL, then a smoke test (the model's example row)"
+smoke_test "$(quote gcloud functions describe "$FUNCTION" --gen2 --region "$REGION" --project "$PROJECT_ID" \
+    --format 'value(serviceConfig.uri)')" "" ""

@@ -1,4 +1,4 @@
-"""The ``irisserve`` command: train, package, serve, bundle-function, bench."""
+"""The ``irisserve`` command: train, package, serve, bundle-function, example, bench."""
 
 from __future__ import annotations
 
@@ -104,6 +104,17 @@ def _bundle_function(args: argparse.Namespace) -> int:
     return 0
 
 
+def _example(args: argparse.Namespace) -> int:
+    """Print the artifact's first example row as one line of JSON: a request body its /predict accepts."""
+    import json
+
+    from irisserve.core.artifact import read_manifest
+    from irisserve.core.spec import ModelSpec
+
+    print(json.dumps(ModelSpec.from_manifest(read_manifest(args.model_dir)).example))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from irisserve.tools.bench.cli import main as bench_main
 
@@ -140,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--out", type=Path, default=Path("build/cloud_function"), help="Bundle folder (replaced).")
     bundle.add_argument("--model-dir", type=Path, help="Artifact to ship (default IRISSERVE_MODEL_DIR).")
     bundle.set_defaults(handler=_bundle_function)
+
+    example = commands.add_parser(
+        "example", help="Print the artifact's example row as JSON (a /predict body; the deploy scripts' smoke test)."
+    )
+    example.add_argument("--model-dir", type=Path, required=True, help="The artifact folder (with manifest.json).")
+    example.set_defaults(handler=_example)
 
     # The benchmark parses its own options: prefix_chars that match nothing hand every argument through.
     bench = commands.add_parser(
