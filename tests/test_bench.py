@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from irisserve.tools.bench.cli import main
-from irisserve.tools.bench.errors import BenchError
-from irisserve.tools.bench.local import UNSPLIT, ServiceSpec, cloud_function, started
-from irisserve.tools.bench.models import also_model_dirs
-from irisserve.tools.bench.report import TARGETS
-from irisserve.tools.bench.runner import PAIRED_RATIOS
 from irisserve.tools.bundle import build_bundle
+from irisserve_bench.cli import main
+from irisserve_bench.errors import BenchError
+from irisserve_bench.local import UNSPLIT, ServiceSpec, cloud_function, started
+from irisserve_bench.models import also_model_dirs
+from irisserve_bench.report import TARGETS
+from irisserve_bench.runner import PAIRED_RATIOS
 from support import REPO_ROOT, VENV_BIN, RunningServer, free_port
 
 # Batches of 50 rows: the count is what the tiny run needs, not the 1,000 of the target.

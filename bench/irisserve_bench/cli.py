@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from irisserve.core.errors import IrisServeError
-from irisserve.tools.bench.errors import BenchError
+from irisserve_bench.errors import BenchError
 
 DEFAULT_OUT_DIR = Path("bench-out")
 DEFAULT_MODEL_DIR = Path("models/iris/1.0.0")
@@ -106,8 +106,8 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int], Callable[[int], No
 
 
 def _run_local(args: argparse.Namespace, out_dir: Path, progress: Callable[[str, int], Callable[[int], None]]) -> dict[str, Any]:
-    from irisserve.tools.bench.models import also_model_dirs
-    from irisserve.tools.bench.runner import LocalPlan, run_local
+    from irisserve_bench.models import also_model_dirs
+    from irisserve_bench.runner import LocalPlan, run_local
 
     if not (args.model_dir / "manifest.json").is_file():
         raise BenchError(f"No model artifact at {args.model_dir} (manifest.json missing); run `irisserve train` or `make model`.")
@@ -123,8 +123,8 @@ def _run_local(args: argparse.Namespace, out_dir: Path, progress: Callable[[str,
 
 def _run_remote(args: argparse.Namespace, progress: Callable[[str, int], Callable[[int], None]]) -> dict[str, Any]:
     from irisserve.core.errors import ArtifactError
-    from irisserve.tools.bench.local import example_row
-    from irisserve.tools.bench.remote import RemoteTarget, run_remote
+    from irisserve_bench.local import example_row
+    from irisserve_bench.remote import RemoteTarget, run_remote
 
     try:
         payload = example_row(args.model_dir)
@@ -170,7 +170,7 @@ def _print_local_figures(console: Any, results: dict[str, Any]) -> None:
     """In-process inference, then per model every pattern side by side: cold start, warm /predict, memory."""
     from rich.table import Table
 
-    from irisserve.tools.bench.report import model_blocks, model_label, side_by_side
+    from irisserve_bench.report import model_blocks, model_label, side_by_side
 
     for row in results["inprocess"]:
         if "error" in row:
@@ -216,7 +216,7 @@ def _finite(value: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from irisserve.tools.bench import report
+    from irisserve_bench import report
 
     paths = _paths(args.output)
     out_dir = paths[0].parent

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from irisserve.core.predictor import BACKENDS
-from irisserve.tools.bench import inprocess, payloads
-from irisserve.tools.bench.load import MAX_ERROR_SAMPLES, Endpoint, LoadResult, run_load
-from irisserve.tools.bench.local import (
+from irisserve_bench import inprocess, payloads
+from irisserve_bench.load import MAX_ERROR_SAMPLES, Endpoint, LoadResult, run_load
+from irisserve_bench.local import (
     ServerProcess,
     ServiceSpec,
     cloud_function,
@@ -27,7 +27,7 @@ from irisserve.tools.bench.local import (
     started,
     web_service,
 )
-from irisserve.tools.bench.stats import cdf_ms, median, median_of
+from irisserve_bench.stats import cdf_ms, median, median_of
 
 MEMORY_SAMPLES = 10  # RSS is read after every tenth of the soak
 # Loads a pattern gets at the chosen concurrency besides /predict, when its spec has the route.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from irisserve.tools.bench.local import UNSPLIT
+from irisserve_bench.local import UNSPLIT
 
 PASS, MISS = "PASS", "MISS"
 COLOURS = {

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irisserve.tools.bench import payloads
-from irisserve.tools.bench.errors import BenchError
+from irisserve_bench import payloads
+from irisserve_bench.errors import BenchError
 
 LOOPBACK = "127.0.0.1"
 POLL_INTERVAL_S = 0.002  # the first-response phase is only this precise; a refused connect costs ~50 µs
@@ -118,7 +118,7 @@ def cloud_function(bundle_dir: Path, *, load: str = "lazy", name: str | None = N
 
 def reference_app(kind: str, model_dir: Path) -> ServiceSpec:
     """``bare`` or ``empty``: uvicorn serving a reference program, 1 worker, no access log (``--log-level warning``)."""
-    module = f"irisserve.tools.bench.references.{REFERENCE_APPS[kind]}:app"
+    module = f"irisserve_bench.references.{REFERENCE_APPS[kind]}:app"
     command = (*_script("uvicorn", "uvicorn"), module, "--host", LOOPBACK, "--port", PORT_PLACEHOLDER, "--workers", "1", "--log-level", "warning")
     env = {"IRISSERVE_MODEL_DIR": str(Path(model_dir).resolve())}
     return ServiceSpec(kind, command, env, predict_path="/predict", health_path=None, payload=example_row(model_dir))
