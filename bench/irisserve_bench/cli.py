@@ -18,6 +18,7 @@ from typing import Any
 
 from irisserve.core.errors import IrisServeError
 from irisserve_bench.errors import BenchError
+from irisserve_bench.targets import DEFAULT_DOC
 
 DEFAULT_OUT_DIR = Path("bench-out")
 DEFAULT_MODEL_DIR = Path("models/iris/1.0.0")
@@ -55,6 +56,8 @@ def build_parser(prog: str = "irisserve bench") -> argparse.ArgumentParser:
     local.add_argument("--no-function", action="store_true", help="Local: measure the web service only.")
     out = parser.add_argument_group("output")
     out.add_argument("--output", type=Path, help=f"Results JSON (default {DEFAULT_OUT_DIR}/results.json); the report and chart go beside it.")
+    out.add_argument("--targets", type=Path, default=DEFAULT_DOC, help="Local: the document whose targets table the run is judged against (default: the repository's docs/benchmark.md).")
+    out.add_argument("--update-docs", action="store_true", help="Local: rewrite the verdicts section of that document from this run (make bench does).")
     out.add_argument("--no-progress", action="store_true", help="No progress bars.")
     return parser
 
@@ -156,7 +159,7 @@ def _print_summary(results: dict[str, Any], paths: tuple[Path, Path, Path]) -> N
             table.add_column(column)
         for v in results["targets"]:
             colour = "green" if v["verdict"] == "PASS" else "red"
-            table.add_row(v["model"], v["target"], f"{v['measured']:,.2f} {v['unit']}", f"{v['sign']} {v['bound']:g} {v['unit']}",
+            table.add_row(v["model"], v["target"], f"{_cell(v['measured'], 2)} {v['unit']}", f"{v['sign']} {v['bound']:g} {v['unit']}",
                           v["reference"], f"[{colour}]{v['verdict']}[/]")
         console.print(table)
     else:
@@ -170,7 +173,8 @@ def _print_local_figures(console: Any, results: dict[str, Any]) -> None:
     """In-process inference, then per model every pattern side by side: cold start, warm /predict, memory."""
     from rich.table import Table
 
-    from irisserve_bench.report import model_blocks, model_label, side_by_side
+    from irisserve_bench.figures import model_blocks, model_label
+    from irisserve_bench.report import side_by_side
 
     for row in results["inprocess"]:
         if "error" in row:
@@ -216,14 +220,20 @@ def _finite(value: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from irisserve_bench import report
+    from irisserve_bench import figures, report, targets
 
     paths = _paths(args.output)
     out_dir = paths[0].parent
+    goals = targets.read_targets(args.targets) if args.local else []  # a malformed table fails before minutes of measuring
     with _progress(not args.no_progress) as progress:
         results = _run_local(args, out_dir, progress) if args.local else _run_remote(args, progress)
     if results["mode"] == "local":
-        results["targets"] = report.judge_targets(results)
+        for block in figures.model_blocks(results):
+            block["figures"] = figures.block_figures(block)
+        results = _finite(results)  # judged as the JSON holds it
+        results["targets"] = targets.judge(results, goals)
+        if args.update_docs:
+            targets.update_doc(args.targets, results, results["targets"])
     out_dir.mkdir(parents=True, exist_ok=True)
     paths[0].write_text(json.dumps(_finite(results), indent=2, default=str, allow_nan=False) + "\n")
     report.draw_chart(results, paths[2])
