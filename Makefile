@@ -47,7 +47,7 @@ lint: venv
 	$(BIN)/mypy
 
 bench: model
-	$(BIN)/irisserve bench --local
+	$(BIN)/irisserve bench --local --update-docs
 
 # The Cloud Function source folder: deploy with gcloud functions deploy ... --source build/cloud_function
 bundle-function: model

@@ -26,6 +26,9 @@ REMOTE_REQUESTS = 20
 LOCAL_REQUESTS = 5000
 MEMORY_REQUESTS = 100_000
 CONSOLE_WIDTH = 160
+# --short: every part measured once with a few requests (seconds, not minutes): for the tests and a quick check.
+SHORT_PLAN = {"cold_starts": 1, "num_requests": 20, "sequential_requests": 5, "repeats": 1, "inprocess_calls": 20,
+              "concurrency": 2, "batch_rows": 50, "batch_requests": 3, "memory_requests": 40}
 
 
 def build_parser(prog: str = "irisserve bench") -> argparse.ArgumentParser:
@@ -35,6 +38,8 @@ def build_parser(prog: str = "irisserve bench") -> argparse.ArgumentParser:
     where.add_argument("--cloud-run-url", help="Deployed web service; gets POST {url}/predict.")
     where.add_argument("--cloud-function-url", help="Deployed function; gets POST {url}.")
     counts = parser.add_argument_group("how much")
+    counts.add_argument("--short", action="store_true", help="Local: a short plan that runs every part once with a few requests "
+                        "(figures too rough to judge; for tests and a quick check); count options given beside it still win.")
     counts.add_argument("--num-requests", type=int, help=f"Warm requests per pattern and load (default {REMOTE_REQUESTS} remote, {LOCAL_REQUESTS} local).")
     counts.add_argument("--concurrency", type=int, default=8, help="Concurrent clients for the concurrent load (default 8).")
     counts.add_argument("--timeout", type=float, default=10.0, help="Seconds to wait for any one answer (default 10).")
@@ -246,6 +251,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None, *, prog: str = "irisserve bench") -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    if args.short:  # the short plan's counts become the defaults, so options given explicitly still win
+        parser.set_defaults(**SHORT_PLAN)
+        args = parser.parse_args(argv)
     _check(args, parser)
     try:
         run(args)
