@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -108,13 +109,11 @@ def _bundle_function(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    try:
-        from irisserve_bench.cli import main as bench_main
-    except ModuleNotFoundError as exc:
-        if exc.name != "irisserve_bench":
-            raise
+    if importlib.util.find_spec("irisserve_bench") is None:
         print(BENCH_MISSING, file=sys.stderr)
         return 2
+    from irisserve_bench.cli import main as bench_main
+
     return bench_main(args.args)
 
 
