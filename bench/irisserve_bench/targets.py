@@ -118,7 +118,8 @@ def update_doc(path: Path, results: dict[str, Any], verdicts: list[dict[str, Any
     passed = sum(v["verdict"] == PASS for v in verdicts)
     summary = (
         f"Written by `irisserve bench --local --update-docs` from the run started {results.get('started_at', '?')}: "
-        f"{m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}; medians of {plan['repeats']} repeats, "
+        f"{m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}, load average {m['load_average_at_start'][0]:.1f} "
+        f"at the start; medians of {plan['repeats']} repeats, "
         f"{plan['concurrency']} clients, batches of {plan['batch_rows']:,} rows, a {plan['memory_requests']:,}-request soak. "
         f"{passed} of {len(verdicts)} targets met."
     )
