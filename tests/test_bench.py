@@ -129,6 +129,14 @@ def test_local_mode_measures_the_references_and_a_second_model_and_writes_json_r
     assert written.split("<!-- bench:verdicts -->")[0] == before.split("<!-- bench:verdicts -->")[0]
     assert written.split("<!-- /bench:verdicts -->")[1] == before.split("<!-- /bench:verdicts -->")[1]
 
+    # The same JSON judged again against a stricter bound: the verdicts follow the document, nothing is measured.
+    doc.write_text(written.replace("| ≥ 1.2 × |", "| ≥ 1000 × |"))
+    assert main(["--judge", str(output), "--targets", str(doc), "--update-docs", "--no-progress"]) == 0
+    judged = json.loads(output.read_text())["targets"]
+    assert [t["verdict"] for t in judged if t["figure"] == "web_vs_bare_throughput"] == ["MISS", "MISS"]
+    assert [t["measured"] for t in judged] == [t["measured"] for t in targets]
+    assert "| ≥ 1000 × |" in doc.read_text().split("<!-- bench:verdicts -->")[1]
+
 
 def test_also_model_none_and_a_missing_folder(tmp_path: Path) -> None:
     assert also_model_dirs(["none"], tmp_path) == ()

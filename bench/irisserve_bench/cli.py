@@ -2,8 +2,9 @@
 
 Remote mode takes the seed's flags (``--cloud-run-url``, ``--cloud-function-url``); ``--local`` starts
 both patterns on this machine beside small reference programs (a bare FastAPI app, an empty one, an empty
-function) and measures cold starts, warm load and memory, for --model-dir and each --also-model (default:
-scikit-learn's wine data, packaged into the output folder). Targets are ratios to the references."""
+Flask function and an empty ASGI function) and measures cold starts, warm load and memory, for --model-dir and
+each --also-model (default: scikit-learn's wine data, packaged into the output folder). The targets, mostly
+ratios to the references, are read from docs/benchmark.md; --update-docs writes the run's verdicts there."""
 
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ def build_parser(prog: str = "irisserve bench") -> argparse.ArgumentParser:
     out.add_argument("--output", type=Path, help=f"Results JSON (default {DEFAULT_OUT_DIR}/results.json); the report and chart go beside it.")
     out.add_argument("--targets", type=Path, default=DEFAULT_DOC, help="Local: the document whose targets table the run is judged against (default: the repository's docs/benchmark.md).")
     out.add_argument("--update-docs", action="store_true", help="Local: rewrite the verdicts section of that document from this run (make bench does).")
+    out.add_argument("--judge", type=Path, metavar="RESULTS_JSON", help="No measuring: judge a local run's results JSON again against "
+                     "--targets and write its report and chart again (beside it, or --output); with --update-docs, the verdicts too.")
     out.add_argument("--no-progress", action="store_true", help="No progress bars.")
     return parser
 
@@ -76,7 +79,9 @@ def _paths(output: Path | None) -> tuple[Path, Path, Path]:
 
 def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     remote = args.cloud_run_url or args.cloud_function_url
-    if args.local == bool(remote):
+    if args.judge and (args.local or remote):
+        parser.error("--judge reads a finished run: give it without --local or URLs")
+    if not args.judge and args.local == bool(remote):
         parser.error("choose --local, or give --cloud-run-url and/or --cloud-function-url (not both modes)")
     for name in ("num_requests", "concurrency", "cold_starts", "sequential_requests", "repeats", "inprocess_calls", "batch_rows", "batch_requests"):
         value = getattr(args, name)
@@ -224,14 +229,32 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _remote(args: argparse.Namespace) -> bool:
+    return bool(args.cloud_run_url or args.cloud_function_url)
+
+
+def _read_results(path: Path) -> dict[str, Any]:
+    """A local run's results JSON, for --judge."""
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"--judge {path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(results, dict) or results.get("mode") != "local":
+        raise BenchError(f"--judge {path}: not the results of a local run (\"mode\": \"local\")")
+    return results
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from irisserve_bench import figures, report, targets
 
-    paths = _paths(args.output)
+    paths = _paths(args.output or args.judge)
     out_dir = paths[0].parent
-    goals = targets.read_targets(args.targets) if args.local else []  # a malformed table fails before minutes of measuring
-    with _progress(not args.no_progress) as progress:
-        results = _run_local(args, out_dir, progress) if args.local else _run_remote(args, progress)
+    goals = targets.read_targets(args.targets) if not _remote(args) else []  # a malformed table fails before minutes of measuring
+    if args.judge:
+        results = _read_results(args.judge)
+    else:
+        with _progress(not args.no_progress) as progress:
+            results = _run_local(args, out_dir, progress) if args.local else _run_remote(args, progress)
     if results["mode"] == "local":
         for block in figures.model_blocks(results):
             block["figures"] = figures.block_figures(block)

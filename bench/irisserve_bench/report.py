@@ -53,7 +53,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def verdict_table(verdicts: list[dict[str, Any]]) -> list[str]:
     """The verdicts (``targets.judge``) as a Markdown table."""
     rows = [
-        [v["model"], v["target"], f"{_fmt(v['measured'])} {v['unit']}", f"{v['sign']} {_fmt(v['bound'])} {v['unit']}", v["reference"] or "—", f"**{v['verdict']}**"]
+        [v["model"], v["target"], f"{_fmt(v['measured'])} {v['unit']}", f"{v['sign']} {v['bound']:g} {v['unit']}", v["reference"] or "—", f"**{v['verdict']}**"]
         for v in verdicts
     ]
     return _table(["Model", "Target", "Measured", "Bound", "Reference (same run)", "Verdict"], rows)
