@@ -8,28 +8,38 @@ MODEL_DIR := models/iris/1.0.0
 
 venv: $(VENV)/.installed
 
+# A line per step, and pip's own progress: the first install takes a minute or two.
 $(VENV)/.installed: requirements-dev.txt pyproject.toml bench/pyproject.toml
+	@echo "==> [1/5] creating the virtual environment in $(VENV) ($$($(PYTHON) --version))"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements-dev.txt
-	$(BIN)/pip install -q --no-deps -e .
-	$(BIN)/pip install -q --no-deps -e bench
+	@echo "==> [2/5] upgrading pip"
+	$(BIN)/pip install --progress-bar on --upgrade pip
+	@echo "==> [3/5] installing the pinned dependencies (requirements-dev.txt: serving, training, tests, benchmark)"
+	$(BIN)/pip install --progress-bar on -r requirements-dev.txt
+	@echo "==> [4/5] installing irisserve itself (editable)"
+	$(BIN)/pip install --no-deps -e .
+	@echo "==> [5/5] installing the benchmark, irisserve-bench from bench/ (editable)"
+	$(BIN)/pip install --no-deps -e bench
 	touch $@
+	@echo "==> environment ready: $(BIN)/irisserve"
 
 # Trains only when no artifact exists yet.
 model: $(MODEL_DIR)/manifest.json
 
 $(MODEL_DIR)/manifest.json: | venv
+	@echo "==> no model in $(MODEL_DIR) yet: training the Iris classifier"
 	$(BIN)/irisserve train --out $(MODEL_DIR)
 
 train: venv
 	$(BIN)/irisserve train --out $(MODEL_DIR)
 
 run: model
+	@echo "==> serving $(MODEL_DIR) on http://127.0.0.1:8000 (Swagger UI at /docs, the model page at /); Ctrl-C stops"
 	$(BIN)/irisserve serve
 
+# The suite on every core (pytest-xdist; a test file's tests stay on one worker, each server on its own free port).
 test: model lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 # The model page in a real browser (tests marked `browser`, left out of `make test`): Debian's Chromium,
 # installed with apt-get when missing (CI is a fresh root Debian machine), driven by Playwright for Python.

@@ -104,8 +104,10 @@ def run_server(
     cwd: Path = REPO_ROOT,
     timeout: float = STARTUP_TIMEOUT_S,
 ) -> Iterator[RunningServer]:
-    """Start ``command`` in its own process group, wait for ``ready_path`` to answer 200, stop it afterwards."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    """Start ``command`` in its own process group, wait for ``ready_path`` to answer 200, stop it afterwards.
+
+    No drain at stop unless the test asks for one (IRISSERVE_DRAIN_SECONDS): only the tests about draining wait it out."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "IRISSERVE_DRAIN_SECONDS": "0", **(env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             list(command), cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

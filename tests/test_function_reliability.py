@@ -20,14 +20,45 @@ import pytest
 
 from irisserve.core.predictor import Predictor
 from irisserve.core.settings import Settings
-from irisserve.function.server import DEFAULT_THREADS, READ_TIMEOUT_S, gunicorn_options
-from support import SEED_EXAMPLE, free_port, function_command, function_env, run_server
+from irisserve.function.server import DEFAULT_THREADS, gunicorn_options
+from support import REPO_ROOT, SEED_EXAMPLE, free_port, function_command, function_env, run_server
 from test_function import function_app
 from test_reliability import sigterm_under_load
 
 CLOUD_RUN_GRACE_S = 10  # SIGTERM to SIGKILL
+READ_TIMEOUT_S = 3.0  # IRISSERVE_READ_TIMEOUT_SECONDS for the slow-client test (10 s in production)
 SEED_BODY = json.dumps(SEED_EXAMPLE).encode()
 SLOW_HEAD = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(SEED_BODY)
+
+
+UNTUNED_SOURCE = """
+import importlib.util
+from functions_framework._http import gunicorn
+
+original = gunicorn.GunicornApplication
+spec = importlib.util.spec_from_file_location("deployed_main", {main!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+gunicorn.GunicornApplication = original  # as if an upgrade had bypassed irisserve's replacement
+predict = module.predict
+"""
+
+
+def test_the_server_functions_framework_builds_is_the_tuned_one(model_dir: Path, tmp_path: Path) -> None:
+    port = free_port()
+    with run_server(function_command(port), port=port, log_path=tmp_path / "fn.log", env=function_env(model_dir), ready_path="/") as server:
+        assert httpx.post(server.base_url, json=SEED_EXAMPLE).status_code == 200
+    assert "gunicorn tuned by irisserve: DrainingWorker" in server.log() and "without irisserve's tuning" not in server.log()
+
+
+def test_a_bypassed_tuning_is_an_error_line_at_start(model_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "untuned.py"
+    source.write_text(UNTUNED_SOURCE.format(main=str(REPO_ROOT / "cloud_function" / "main.py")))
+    port = free_port()
+    with run_server(function_command(port, source), port=port, log_path=tmp_path / "fn.log", env=function_env(model_dir), ready_path="/") as server:
+        assert httpx.post(server.base_url, json=SEED_EXAMPLE).status_code == 200
+    log = server.log()
+    assert "without irisserve's tuning (functions-framework 3.10.2, gunicorn 27.0.1)" in log and "ERROR" in log
 
 
 def test_gunicorn_options_fit_cloud_runs_ten_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,7 +145,8 @@ def dribble(clients: list[SlowClient], started: float, until: float, tick_s: flo
 
 def test_fifty_slow_clients_starve_no_healthy_request_and_are_cut_at_the_read_deadline(model_dir: Path, tmp_path: Path) -> None:
     port = free_port()
-    with run_server(function_command(port), port=port, log_path=tmp_path / "fn.log", env=function_env(model_dir), ready_path="/") as server:
+    env = function_env(model_dir, IRISSERVE_READ_TIMEOUT_SECONDS=str(READ_TIMEOUT_S))
+    with run_server(function_command(port), port=port, log_path=tmp_path / "fn.log", env=env, ready_path="/") as server:
         slow: list[SlowClient] = []
         try:
             started = time.monotonic()

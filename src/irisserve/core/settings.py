@@ -51,6 +51,18 @@ class Settings(BaseSettings):
             "closing the listener: 3 s, then at most 5 s to finish in-flight requests, fits Cloud Run's 10 s."
         ),
     )
+    finish_seconds: int = Field(
+        5,
+        ge=0,
+        le=30,
+        description="After the drain, how long requests in flight may take before the process exits.",
+    )
+    read_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Cloud Function: how long one request's head and body may take to arrive (408 past it).",
+    )
     max_header_bytes: int = Field(
         65_536, ge=1024, description="Largest request line plus headers accepted (431 past it), checked as they arrive."
     )

@@ -10,7 +10,7 @@ On SIGTERM gunicorn's gthread worker stopped accepting at once and closed its co
 already sent their request, were reset (32 keep-alive clients lost 32 requests). ``DrainingWorker`` instead
 turns readiness to 503 and answers with ``Connection: close`` for ``IRISSERVE_DRAIN_SECONDS``, then stops the
 kernel completing new connections, serves the ones it already completed, and gives requests in flight
-``FINISH_S``, as ``irisserve.ops.server`` does for the web service.
+``IRISSERVE_FINISH_SECONDS``, as ``irisserve.ops.server`` does for the web service.
 """
 
 from __future__ import annotations
@@ -46,15 +46,11 @@ THREADS_ENV = "THREADS"
 # Without it, functions-framework runs 4 threads per CPU and 8 slow clients held every thread of a 2-CPU
 # instance. A thread is started only when the pool needs one, so the ceiling costs nothing while idle.
 DEFAULT_THREADS = 64
-# How long one request's head and body may take to arrive, counted from its first read: a slow client holds a
-# thread at most this long (a late body gets 408, a late head a closed connection).
-READ_TIMEOUT_S = 10.0
 # Idle keep-alive connections are kept this long: uvicorn's default, so both front doors agree.
 KEEPALIVE_S = 5
-# After the drain, how long requests in flight may take. gunicorn's graceful_timeout, the master's deadline
-# before SIGKILL counted from SIGTERM, is drain + FINISH_S + MASTER_MARGIN_S: 8 s with the default 3 s drain,
-# inside Cloud Run's 10 s. (gunicorn's default of 30 s outlived the instance.)
-FINISH_S = 4
+# After the drain, requests in flight may take IRISSERVE_FINISH_SECONDS. gunicorn's graceful_timeout, the
+# master's deadline before SIGKILL counted from SIGTERM, is drain + finish + MASTER_MARGIN_S: 9 s with the
+# defaults, inside Cloud Run's 10 s. (gunicorn's default of 30 s outlived the instance.)
 MASTER_MARGIN_S = 1
 # After a read timeout the connection lingers this long (FIN sent, input dropped) so the client reads its
 # answer rather than a reset. Spent on the request's thread, not on gunicorn's event loop.
@@ -71,13 +67,34 @@ def install(settings: Settings | None = None) -> None:
     global _request_log
     _request_log = configure_logging(settings or get_settings())
     framework_gunicorn.GunicornApplication = TunedApplication  # type: ignore[misc]  # replacing its class is the point
+    os.register_at_fork(after_in_child=_check_tuned)
+
+
+# Set in gunicorn's master when it builds a DrainingWorker, before it forks the worker process.
+_tuned_worker = False
+UNTUNED = (
+    "functions-framework started gunicorn without irisserve's tuning (functions-framework %s, gunicorn %s): no drain "
+    "on SIGTERM, no read deadline, %s threads. It replaces functions-framework's private GunicornApplication; pin "
+    "functions-framework==3.10.2 and gunicorn==27.0.1 (requirements-function.txt) or update irisserve.function.server."
+)
+
+
+def _check_tuned() -> None:
+    """In a forked worker: say loudly if functions-framework bypassed ``TunedApplication`` (an upgrade that
+    renamed or stopped using its GunicornApplication would do it silently)."""
+    if _tuned_worker:
+        logger.info("gunicorn tuned by irisserve: %s", DrainingWorker.__name__)
+        return
+    from importlib.metadata import version
+
+    logger.error(UNTUNED, version("functions-framework"), version("gunicorn"), os.environ.get(THREADS_ENV, "default"))
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     """irisserve's gunicorn options; bind, workers (WORKERS), loglevel and timeout stay functions-framework's."""
     options: dict[str, Any] = {
         "keepalive": KEEPALIVE_S,
-        "graceful_timeout": math.ceil(settings.drain_seconds) + FINISH_S + MASTER_MARGIN_S,
+        "graceful_timeout": math.ceil(settings.drain_seconds) + settings.finish_seconds + MASTER_MARGIN_S,
         "worker_class": DrainingWorker,
         "logger_class": IrisServeLogger,
     }
@@ -131,7 +148,7 @@ class IrisServeLogger(Logger):  # type: ignore[misc]
 
 
 class RequestReadTimeout(NoMoreData, TimeoutError):  # type: ignore[misc]
-    """A request's head or body did not arrive within ``READ_TIMEOUT_S``. To gunicorn it is a client gone
+    """A request's head or body did not arrive within ``IRISSERVE_READ_TIMEOUT_SECONDS``. To gunicorn it is a client gone
     (NoMoreData: the connection closes without a traceback); the handler sees a TimeoutError and answers 408."""
 
     def __init__(self, seconds: float) -> None:
@@ -228,11 +245,14 @@ class DrainingWorker(ThreadWorker):  # type: ignore[misc]
 
     SIGTERM: readiness 503 and ``Connection: close`` for the drain; then gthread's own shutdown (no more
     accepting, kept-alive connections closed within 2 s, requests in flight finished) with this worker's
-    accept queue taken first and FINISH_S as its limit."""
+    accept queue taken first and IRISSERVE_FINISH_SECONDS as its limit."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        global _tuned_worker
+        _tuned_worker = True
         super().__init__(*args, **kwargs)
-        self.drain_seconds = get_settings().drain_seconds
+        settings = get_settings()
+        self.drain_seconds, self.finish_seconds, self.read_timeout = settings.drain_seconds, settings.finish_seconds, settings.read_timeout_seconds
         self._drain_ends: float | None = None
         self._in_flight: set[Any] = set()  # connections on the thread pool (touched on the event loop only)
 
@@ -254,10 +274,10 @@ class DrainingWorker(ThreadWorker):  # type: ignore[misc]
         super().wait_for_and_dispatch_events(timeout)
 
     def _stop_accepting(self) -> None:
-        """End the drain: gthread's shutdown follows (``alive`` is false), with FINISH_S for requests in
+        """End the drain: gthread's shutdown follows (``alive`` is false), with the finish time for requests in
         flight, and the connections the kernel already completed are served rather than reset at close."""
         self.alive = False
-        self.cfg.set("graceful_timeout", FINISH_S)  # this process's copy of the settings
+        self.cfg.set("graceful_timeout", self.finish_seconds)  # this process's copy of the settings
         taken = 0
         for listener in self.sockets:
             server = listener.getsockname()
@@ -269,7 +289,7 @@ class DrainingWorker(ThreadWorker):  # type: ignore[misc]
 
     def run(self) -> None:
         super().run()
-        # Past FINISH_S: wake the threads still reading from a client, so this process exits now rather than
+        # Past the finish time: wake the threads still reading from a client, so this process exits now rather than
         # when their read deadline passes (the master would SIGKILL it at graceful_timeout).
         for conn in self._in_flight:
             with contextlib.suppress(OSError):
@@ -287,7 +307,7 @@ class DrainingWorker(ThreadWorker):  # type: ignore[misc]
 
     def handle(self, conn: Any) -> Any:
         sock: DeadlineSocket = conn.sock
-        sock.start_request(READ_TIMEOUT_S)
+        sock.start_request(self.read_timeout)
         try:
             result = super().handle(conn)
         finally:
@@ -295,7 +315,7 @@ class DrainingWorker(ThreadWorker):  # type: ignore[misc]
         if not sock.timed_out:
             return result
         if sock.request is None:
-            logger.warning("No complete request head from %s within %g s; connection closed", _peer(conn), READ_TIMEOUT_S)
+            logger.warning("No complete request head from %s within %g s; connection closed", _peer(conn), self.read_timeout)
         sock.linger()
         return False
 

@@ -10,18 +10,15 @@ stream in, with a message that says what to do.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from irisserve.core.errors import AuthenticationError, IrisServeError, encode_json, error_answer
-from irisserve.core.pipeline import DISCARD_MAX_BYTES, body_too_large
+from irisserve.core.errors import AuthenticationError
+from irisserve.core.pipeline import body_too_large
 from irisserve.core.settings import ENV_PREFIX
-from irisserve.v2 import is_v2_path
+from irisserve.ops.asgi import discard_body, header, route_path, send_error
 
 BEARER = "bearer"
 MISSING_KEY = (
@@ -29,8 +26,6 @@ MISSING_KEY = (
     f"(setting {ENV_PREFIX}API_KEY)."
 )
 WRONG_KEY = "The API key is not valid."
-# How long a refused body may take to be read and dropped so the client gets its 413 (see discard_body).
-DISCARD_SECONDS = 5.0
 CHALLENGE = (b"www-authenticate", b'Bearer realm="irisserve"')
 
 
@@ -58,52 +53,14 @@ def check_api_key(authorization: str | None, x_api_key: str | None, *, expected:
         raise AuthenticationError(WRONG_KEY)
 
 
-class BodyTooLarge(HTTPException):
-    """Raised from ``receive`` when a streamed body passes the limit; FastAPI answers it as 413 JSON."""
+class BodyTooLarge(Exception):
+    """Raised from ``receive`` when a streamed body passes the limit; ``complete`` when that was its last part.
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(status_code=413, detail=str(body_too_large(limit)))
+    Not an HTTPException: it must reach BodyLimitMiddleware past the app's exception handlers, to answer there."""
 
-
-async def send_error(
-    send: Send, exc: IrisServeError, path: str, extra_headers: Sequence[tuple[bytes, bytes]] = ()
-) -> None:
-    """Answer without involving the app, in the path's error shape: ``{"detail": ...}``, or ``{"error": ...}``
-    on the Open Inference Protocol's paths."""
-    status, body = (exc.status_code, encode_json({"error": str(exc)})) if is_v2_path(path) else error_answer(exc)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra_headers]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def discard_body(receive: Receive) -> None:
-    """Read and drop the rest of a refused body before answering, as nginx's lingering close does after: a
-    socket closed with unread data makes the kernel send a reset, which can destroy the 413 before the
-    client reads it (a 2 MiB upload from urllib lost its 413 in 6 of 20 tries). uvicorn delivers no more
-    body once the answer is sent, hence before. Bounded in bytes and time; past the bound the client may
-    see the reset."""
-    discarded = 0
-    deadline = time.monotonic() + DISCARD_SECONDS
-    while discarded <= DISCARD_MAX_BYTES:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        try:
-            message = await asyncio.wait_for(receive(), timeout=remaining)
-        except TimeoutError:
-            return
-        if message["type"] != "http.request":
-            return
-        discarded += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return
-
-
-def _header(raw: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for key, value in raw:
-        if key == name:
-            return value.decode("latin-1")
-    return None
+    def __init__(self, complete: bool) -> None:
+        super().__init__()
+        self.complete = complete
 
 
 class ApiKeyMiddleware:
@@ -117,14 +74,13 @@ class ApiKeyMiddleware:
         self.public_paths = frozenset(public_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public_paths or scope["method"] == "OPTIONS":
+        if scope["type"] != "http" or scope["method"] == "OPTIONS" or route_path(scope) in self.public_paths:
             await self.app(scope, receive, send)
             return
-        raw = scope["headers"]
         try:
-            check_api_key(_header(raw, b"authorization"), _header(raw, b"x-api-key"), expected=self.api_key)
+            check_api_key(header(scope, b"authorization"), header(scope, b"x-api-key"), expected=self.api_key)
         except AuthenticationError as exc:
-            await send_error(send, exc, scope["path"], [CHALLENGE])
+            await send_error(scope, send, exc, CHALLENGE)
             return
         await self.app(scope, receive, send)
 
@@ -142,13 +98,13 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _header(scope["headers"], b"content-length")
+        declared = header(scope, b"content-length")
         if declared is not None and declared.isdigit():
             # The server delivers no more than Content-Length bytes, so a body within it needs no counting.
             size = int(declared)
             if size > self.max_body_bytes:
                 await discard_body(receive)
-                await send_error(send, body_too_large(self.max_body_bytes, size), scope["path"])
+                await send_error(scope, send, body_too_large(self.max_body_bytes, size))
                 return
             await self.app(scope, receive, send)
             return
@@ -165,7 +121,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge(limit)
+                    raise BodyTooLarge(complete=not message.get("more_body", False))
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -176,8 +132,9 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
+        except BodyTooLarge as exc:
             if started:
                 raise
-            await discard_body(receive)
-            await send_error(send, body_too_large(limit), scope["path"])
+            if not exc.complete:  # a body already whole has nothing left to drop: answer at once
+                await discard_body(receive)
+            await send_error(scope, send, body_too_large(limit))

@@ -16,12 +16,14 @@ from typing import Any
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from irisserve.ops.asgi import protocol_of, route_path
 from irisserve.ops.live import LiveStats
 from irisserve.ops.metrics import (
     IN_FLIGHT,
     REQUEST_SECONDS,
     REQUESTS,
     UNMATCHED_ROUTE,
+    record_validation_error,
     route_of,
 )
 from irisserve.ops.request_log import RequestLog
@@ -29,6 +31,8 @@ from irisserve.ops.tracing import read_headers
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER_METHOD = "other"
+# A body that breaks the model's schema: 422 in the seed API, 400 in the Open Inference Protocol. Counted here, once.
+VALIDATION_STATUS = {"seed": 422, "v2": 400}
 
 logger = logging.getLogger("irisserve")
 
@@ -85,6 +89,8 @@ class ObservabilityMiddleware:
             )
         children[0].inc()
         children[1].observe(seconds)
+        if status == VALIDATION_STATUS[protocol_of(scope)]:
+            record_validation_error(route)
         if self.live is not None:
             self.live.record_request(method, route, status, seconds)
 
@@ -97,7 +103,7 @@ class ObservabilityMiddleware:
         Only these requests pay for the pattern matching; routed ones read the template off the route."""
         if self._templates is None:
             self._templates = route_templates(scope.get("app"))
-        path = scope["path"]
+        path = route_path(scope)
         for pattern, template in self._templates:
             if pattern.fullmatch(path):
                 return template

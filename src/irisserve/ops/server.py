@@ -33,8 +33,6 @@ logger = logging.getLogger("irisserve")
 
 # After the listener closes: how long connections it already accepted may take to send their request.
 ACCEPTED_GRACE_S = 0.5
-# Then how long requests in flight may take; drain + grace + this stays under Cloud Run's 10 s.
-GRACEFUL_SHUTDOWN_S = 5
 # After a 431: how much of what the client still sends is read and dropped, and for how long, before closing.
 LINGER_BYTES = 1 << 20
 LINGER_S = 1.0

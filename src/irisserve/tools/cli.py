@@ -72,7 +72,7 @@ def _serve(args: argparse.Namespace) -> int:
     from irisserve.core.settings import ENV_PREFIX, get_settings
     from irisserve.ops.lifecycle import exit_cleanly_on_signals, multiprocess_metrics_dir
     from irisserve.ops.request_log import configure_logging
-    from irisserve.ops.server import GRACEFUL_SHUTDOWN_S, BoundedHttpToolsProtocol, serve
+    from irisserve.ops.server import BoundedHttpToolsProtocol, serve
 
     if args.model_dir:  # through the environment, so every uvicorn worker process serves it too
         os.environ[f"{ENV_PREFIX}MODEL_DIR"] = str(args.model_dir.resolve())
@@ -91,8 +91,8 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,  # the app logs each request itself, in Cloud Logging's fields
         http=BoundedHttpToolsProtocol,
         # Cloud Run sends SIGKILL 10 s after SIGTERM: the drain (IRISSERVE_DRAIN_SECONDS, default 3), a 0.5 s
-        # grace for connections already accepted, then at most this long for requests in flight.
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        # grace for connections already accepted, then at most IRISSERVE_FINISH_SECONDS (5) for requests in flight.
+        timeout_graceful_shutdown=settings.finish_seconds,
     )
     with multiprocess_metrics_dir(settings.workers):
         serve(config)

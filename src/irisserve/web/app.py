@@ -23,10 +23,8 @@ from irisserve import __version__
 from irisserve.core.errors import (
     IrisServeError,
     ModelNotReadyError,
-    RequestValidationFailed,
-    error_answer,
 )
-from irisserve.core.pipeline import Answer, Limits, RequestPipeline
+from irisserve.core.pipeline import Limits, RequestPipeline
 from irisserve.core.predictor import Predictions, Predictor
 from irisserve.core.schemas import (
     DriftReport,
@@ -35,16 +33,16 @@ from irisserve.core.schemas import (
     ModelInfo,
     ModelInputs,
     StatsResponse,
-    health_body,
     model_info_body,
     model_inputs_body,
 )
 from irisserve.core.settings import Settings, get_settings
 from irisserve.core.spec import ModelSpec
 from irisserve.core.startup import mark
+from irisserve.ops.asgi import CLIENT_CLOSED_REQUEST, CLIENT_GONE, error_body, error_reply, protocol_of
 from irisserve.ops.cors import CorsMiddleware
 from irisserve.ops.drift import DriftMonitor
-from irisserve.ops.lifecycle import DrainMiddleware, drain_on_signals, is_draining
+from irisserve.ops.lifecycle import DrainMiddleware, drain_on_signals
 from irisserve.ops.limits import ApiKeyMiddleware, BodyLimitMiddleware
 from irisserve.ops.live import LiveStats
 from irisserve.ops.metrics import (
@@ -53,15 +51,13 @@ from irisserve.ops.metrics import (
     metrics_endpoint,
     record_model_load,
     record_predictions,
-    record_validation_error,
-    route_of,
 )
 from irisserve.ops.middleware import ObservabilityMiddleware
 from irisserve.ops.request_log import configure_logging
 from irisserve.ui import render_page
-from irisserve.v2 import is_v2_path
 from irisserve.web import v2
-from irisserve.web.fast import CLIENT_CLOSED_REQUEST, CLIENT_GONE, FastEndpoints
+from irisserve.web.handlers import health_handler, predict_handler
+from irisserve.web.routing import HotRoutes, ServedRoute, served_by
 
 logger = logging.getLogger("irisserve")
 
@@ -92,10 +88,6 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"content": {JSON: {"schema": {"$ref": f"{COMPONENTS}{model.__name__}"}}}, "required": True}}
 
 
-def answer(reply: Answer) -> Response:
-    return Response(reply.body, media_type=JSON, headers={"Server-Timing": reply.server_timing})
-
-
 def description_of(spec: ModelSpec) -> str:
     what = f"the class ({', '.join(spec.targets)})" if spec.is_classifier else f"{spec.targets[0]}"
     return (
@@ -108,29 +100,28 @@ def description_of(spec: ModelSpec) -> str:
 def build_router(pipeline: RequestPipeline) -> APIRouter:
     """The seed API, generic over the model: health, predict, batch, model info."""
     spec, predictor = pipeline.spec, pipeline.predictor
-    router = APIRouter()
+    router = APIRouter(route_class=ServedRoute)
 
     @router.get("/health", response_model=HealthResponse, tags=["health"], responses={503: {"model": HealthResponse}})
-    async def read_health() -> Any:
+    @served_by(health_handler(predictor))
+    async def read_health() -> None:
         """Liveness and readiness: 200 once the model is loaded and warmed up, 503 before (and while draining)."""
-        status, body = health_body(predictor, draining=is_draining())
-        return body if status == 200 else JSONResponse(body, status_code=status)
 
     @router.post(
         "/predict", response_model=spec.response_model, tags=["predict"], responses=PREDICT_ERRORS,
         openapi_extra=request_body(spec.request_model),
     )
-    async def create_prediction(request: Request) -> Any:
+    @served_by(predict_handler(pipeline.predict_one))
+    async def create_prediction() -> None:
         """Predict one row: every feature, by name."""
-        return answer(pipeline.predict_one(await request.body(), content_encoding=request.headers.get("content-encoding")))
 
     @router.post(
         "/predict/batch", response_model=spec.batch_response_model, tags=["predict"], responses=PREDICT_ERRORS,
         openapi_extra=request_body(spec.batch_model),
     )
-    async def create_batch_prediction(request: Request) -> Any:
+    @served_by(predict_handler(pipeline.predict_batch))
+    async def create_batch_prediction() -> None:
         """Predict many rows in one vectorised call (up to IRISSERVE_MAX_BATCH_SIZE rows)."""
-        return answer(pipeline.predict_batch(await request.body(), content_encoding=request.headers.get("content-encoding")))
 
     @router.get("/model/info", response_model=ModelInfo, tags=["model"], responses=_errors(401, 503))
     async def read_model_info() -> Any:
@@ -149,7 +140,7 @@ def build_router(pipeline: RequestPipeline) -> APIRouter:
 
 def build_live_router(live: LiveStats) -> APIRouter:
     """This worker's live figures (the model page's panel) and its drift window."""
-    router = APIRouter(prefix="/model", tags=["model"])
+    router = APIRouter(prefix="/model", tags=["model"], route_class=ServedRoute)
 
     @router.get("/stats", response_model=StatsResponse, responses=_errors(401))
     async def read_model_stats() -> Any:
@@ -170,7 +161,7 @@ def build_live_router(live: LiveStats) -> APIRouter:
 
 def build_page_router(settings: Settings) -> APIRouter:
     """``GET /``: the model page (off with IRISSERVE_UI=false); it needs no key, the calls it makes do."""
-    router = APIRouter(tags=["ui"])
+    router = APIRouter(tags=["ui"], route_class=ServedRoute)
 
     @router.get(PAGE_PATH, response_class=HTMLResponse)
     async def read_page() -> Response:
@@ -183,17 +174,15 @@ def build_page_router(settings: Settings) -> APIRouter:
 
 async def handle_irisserve_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, IrisServeError)
-    if isinstance(exc, RequestValidationFailed):
-        record_validation_error(route_of(request.scope))
-    status, body = error_answer(exc)
+    status, body = error_reply(request.scope, exc)
     return Response(body, status_code=status, media_type=JSON)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
-    """404 and 405 from routing, in the path's protocol's error shape (headers such as Allow kept)."""
+    """404 and 405 from routing, in the protocol's error shape (headers such as Allow kept)."""
     assert isinstance(exc, StarletteHTTPException)
-    body = {"error": exc.detail} if is_v2_path(request.url.path) else {"detail": exc.detail}
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    body = error_body(protocol_of(request.scope), exc.detail)
+    return Response(body, status_code=exc.status_code, headers=exc.headers, media_type=JSON)
 
 
 async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
@@ -290,7 +279,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.add_exception_handler(ClientDisconnect, handle_client_disconnect)
     app.add_exception_handler(Exception, handle_unexpected_error)
     app.add_route("/metrics", metrics_endpoint(lambda: export_drift(live.drift.report())), include_in_schema=False)
-    app.add_middleware(FastEndpoints, pipeline=pipeline, routes=[*seed_api.routes, *v2_api.routes])  # added first: innermost
+    app.add_middleware(HotRoutes, routes=[*seed_api.routes, *v2_api.routes])  # added first: innermost
     add_serving_middleware(app, settings, live)
     return app
 

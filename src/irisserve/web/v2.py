@@ -7,31 +7,18 @@ Clients built for KServe, Triton and MLServer call them unchanged. Errors use th
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from irisserve import __version__
-from irisserve.core.errors import (
-    IrisServeError,
-    RequestValidationFailed,
-    encode_json,
-)
 from irisserve.core.pipeline import RequestPipeline
 from irisserve.core.predictor import Predictor
 from irisserve.ops.lifecycle import is_draining
-from irisserve.ops.metrics import record_validation_error, route_of
 from irisserve.v2 import codec
-from irisserve.v2.codec import (
-    HEADER_LENGTH,
-    describe_errors,
-    example_request,
-    model_metadata,
-)
+from irisserve.v2.codec import example_request, model_metadata
 from irisserve.v2.models import (
     InferenceRequest,
     InferenceResponse,
@@ -42,44 +29,12 @@ from irisserve.v2.models import (
     ServerReady,
     V2Error,
 )
+from irisserve.web.handlers import BINARY_MEDIA_TYPE, v2_infer_handler
+from irisserve.web.routing import V2Route, served_by
 
 SERVER_NAME = "irisserve"
 EXTENSIONS = ["binary_tensor_data"]
-BINARY_MEDIA_TYPE = "application/octet-stream"
 PLATFORMS = {"onnx": "onnxruntime", "sklearn": "sklearn"}
-
-
-def status_of(exc: IrisServeError) -> int:
-    """The core's status table, except that a body breaking the schema is a 400 in this protocol."""
-    return 400 if isinstance(exc, RequestValidationFailed) else exc.status_code
-
-
-def error_answer(exc: IrisServeError) -> tuple[int, bytes]:
-    """The protocol's error: ``{"error": "..."}`` with the status from ``status_of``."""
-    message = describe_errors(exc.detail) if isinstance(exc, RequestValidationFailed) else str(exc)
-    return status_of(exc), encode_json({"error": message})
-
-
-def error_response(exc: IrisServeError) -> Response:
-    status, body = error_answer(exc)
-    return Response(body, status_code=status, media_type="application/json")
-
-
-class V2Route(APIRoute):
-    """Answers every IrisServeError raised by a V2 handler as ``{"error": ...}`` instead of the app's shape."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except IrisServeError as exc:
-                if status_of(exc) == 400:
-                    record_validation_error(route_of(request.scope))
-                return error_response(exc)
-
-        return handle
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -107,12 +62,6 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
         return node
 
     return resolve(schema)
-
-
-def v2_response(body: bytes, header_length: int | None) -> Response:
-    if header_length is None:
-        return Response(body, media_type="application/json")
-    return Response(body, media_type=BINARY_MEDIA_TYPE, headers={HEADER_LENGTH: str(header_length)})
 
 
 def serving(predictor: Predictor) -> bool:
@@ -147,13 +96,7 @@ def build_router(pipeline: RequestPipeline) -> APIRouter:
         body = {"name": name, "ready": ready}
         return body if ready else JSONResponse(body, status_code=503)
 
-    async def infer(request: Request, name: str, version: str | None) -> Response:
-        """Check the request, predict every row in one call, build the asked-for outputs (``codec.infer``)."""
-        body, header_length = codec.infer(
-            pipeline, await request.body(), name=name, version=version,
-            header_length=request.headers.get(HEADER_LENGTH), content_encoding=request.headers.get("content-encoding"),
-        )
-        return v2_response(body, header_length)
+    infer = served_by(v2_infer_handler(pipeline))
 
     @router.get("", response_model=ServerMetadata)
     async def read_server_metadata() -> Any:
@@ -196,13 +139,13 @@ def build_router(pipeline: RequestPipeline) -> APIRouter:
         return model_ready(model_name, model_version)
 
     @router.post("/models/{model_name}/infer", **infer_route)
-    async def create_inference(model_name: str, request: Request) -> Any:
+    @infer
+    async def create_inference(model_name: str) -> None:
         """Predict an [N, n_features] FP32/FP64 tensor (JSON, or binary after an Inference-Header-Content-Length header)."""
-        return await infer(request, model_name, None)
 
     @router.post("/models/{model_name}/versions/{model_version}/infer", **infer_route)
-    async def create_versioned_inference(model_name: str, model_version: str, request: Request) -> Any:
+    @infer
+    async def create_versioned_inference(model_name: str, model_version: str) -> None:
         """Inference against one version of the model."""
-        return await infer(request, model_name, model_version)
 
     return router

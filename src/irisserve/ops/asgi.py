@@ -1,0 +1,143 @@
+"""ASGI plumbing every front door shares: headers, the route path behind a prefix, the body (read whole, or read
+and dropped within bounds), JSON answers, and each error in the shape of the protocol its route speaks.
+
+Error shapes: the seed API answers FastAPI's ``{"detail": ...}``; the Open Inference Protocol's routes answer
+``{"error": "..."}`` (with a schema failure as 400). The route says which (``protocol`` on the route class,
+``web/routing.py``); a request that matched no route is judged by its route path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Literal
+
+from starlette._utils import get_route_path
+from starlette.types import Receive, Scope, Send
+
+from irisserve.core.errors import IrisServeError, RequestValidationFailed, ServiceUnavailableError, encode_json, error_answer
+from irisserve.core.pipeline import DISCARD_MAX_BYTES
+from irisserve.v2 import is_v2_path
+from irisserve.v2.codec import describe_errors
+
+Protocol = Literal["seed", "v2"]
+
+JSON_TYPE = (b"content-type", b"application/json")
+CLIENT_CLOSED_REQUEST = 499  # nginx's "client closed request": counted, never sent to anyone
+CLIENT_GONE = "%s %s: the client disconnected before sending the whole body"  # logged at INFO: the client's doing
+SHUTTING_DOWN = ServiceUnavailableError(
+    "The server is shutting down and this request's body had not arrived; send the request again."
+)
+
+
+class ClientGone(Exception):
+    """The client disconnected before its body arrived."""
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower-case bytes), or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def route_path(scope: Scope) -> str:
+    """The path the app's routes see: without the root path (``uvicorn --root-path``, a ``Mount``) it runs under."""
+    return get_route_path(scope) if scope.get("root_path") else scope["path"]
+
+
+def protocol_of(scope: Scope) -> Protocol:
+    """The protocol whose error shape answers this request: its route's, else by its route path."""
+    protocol: Protocol | None = getattr(scope.get("route"), "protocol", None)
+    if protocol is not None:
+        return protocol
+    return "v2" if is_v2_path(route_path(scope)) else "seed"
+
+
+def error_body(protocol: Protocol, message: Any) -> bytes:
+    return encode_json({"error": message} if protocol == "v2" else {"detail": message})
+
+
+def error_reply(scope: Scope, exc: IrisServeError) -> tuple[int, bytes]:
+    """The status and body for ``exc`` in the request's protocol: the core's table, except that in V2 a body
+    breaking the schema is a 400 with the errors in one sentence."""
+    if protocol_of(scope) == "seed":
+        return error_answer(exc)
+    if isinstance(exc, RequestValidationFailed):
+        return 400, error_body("v2", describe_errors(exc.detail))
+    return exc.status_code, error_body("v2", str(exc))
+
+
+async def send_json(send: Send, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [JSON_TYPE, (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(scope: Scope, send: Send, exc: IrisServeError, *headers: tuple[bytes, bytes]) -> None:
+    status, body = error_reply(scope, exc)
+    await send_json(send, status, body, *headers)
+
+
+async def send_client_gone(send: Send) -> None:
+    """Nobody reads this answer; its status is what metrics and the request log count."""
+    await send({"type": "http.response.start", "status": CLIENT_CLOSED_REQUEST, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body. ClientGone if the client leaves first.
+
+    At shutdown uvicorn cancels the requests still running when its graceful timeout ends; one still
+    uploading gets a JSON 503 (raised here) instead of uvicorn's text/plain 500 and an ERROR log line."""
+    try:
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ClientGone
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except asyncio.CancelledError:
+        raise SHUTTING_DOWN from None
+
+
+# A refused body is still read and dropped, up to DISCARD_MAX_BYTES and this long, so its client reads the answer
+# rather than a reset; past either bound the connection is simply closed.
+DISCARD_SECONDS = 5.0
+
+
+class DiscardBudget:
+    """How much of a refused request may still be read and dropped: bytes and seconds, counted from creation.
+
+    Closing a socket with unread data makes the kernel send a reset, which can destroy the answer before the
+    client reads it (a 2 MiB upload from urllib lost its 413 in 6 of 20 tries); nginx's lingering close reads
+    and drops for the same reason. Used for a refused body (``discard_body``) and after a 431 (``ops/server.py``)."""
+
+    def __init__(self, max_bytes: int = DISCARD_MAX_BYTES, seconds: float = DISCARD_SECONDS) -> None:
+        self.bytes_left = max_bytes
+        self.ends = time.monotonic() + seconds
+
+    def seconds_left(self) -> float:
+        return self.ends - time.monotonic()
+
+    def spend(self, size: int) -> bool:
+        """Count ``size`` dropped bytes; False once either bound is passed."""
+        self.bytes_left -= size
+        return self.bytes_left >= 0 and self.seconds_left() > 0
+
+
+async def discard_body(receive: Receive, budget: DiscardBudget | None = None) -> None:
+    """Read and drop the rest of a refused body before answering (uvicorn delivers no more body once the answer
+    is sent, hence before), within ``budget``."""
+    budget = budget or DiscardBudget()
+    while (left := budget.seconds_left()) > 0:
+        try:
+            message = await asyncio.wait_for(receive(), timeout=left)
+        except TimeoutError:
+            return
+        if message["type"] != "http.request":
+            return
+        if not budget.spend(len(message.get("body", b""))) or not message.get("more_body", False):
+            return
