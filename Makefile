@@ -9,15 +9,17 @@ MODEL_DIR := models/iris/1.0.0
 venv: $(VENV)/.installed
 
 # A line per step, and pip's own progress: the first install takes a minute or two.
-$(VENV)/.installed: requirements-dev.txt pyproject.toml
-	@echo "==> [1/4] creating the virtual environment in $(VENV) ($$($(PYTHON) --version))"
+$(VENV)/.installed: requirements-dev.txt pyproject.toml bench/pyproject.toml
+	@echo "==> [1/5] creating the virtual environment in $(VENV) ($$($(PYTHON) --version))"
 	$(PYTHON) -m venv $(VENV)
-	@echo "==> [2/4] upgrading pip"
+	@echo "==> [2/5] upgrading pip"
 	$(BIN)/pip install --progress-bar on --upgrade pip
-	@echo "==> [3/4] installing the pinned dependencies (requirements-dev.txt: serving, training, tests, benchmark)"
+	@echo "==> [3/5] installing the pinned dependencies (requirements-dev.txt: serving, training, tests, benchmark)"
 	$(BIN)/pip install --progress-bar on -r requirements-dev.txt
-	@echo "==> [4/4] installing irisserve itself (editable)"
+	@echo "==> [4/5] installing irisserve itself (editable)"
 	$(BIN)/pip install --no-deps -e .
+	@echo "==> [5/5] installing the benchmark, irisserve-bench from bench/ (editable)"
+	$(BIN)/pip install --no-deps -e bench
 	touch $@
 	@echo "==> environment ready: $(BIN)/irisserve"
 
@@ -55,7 +57,7 @@ lint: venv
 	$(BIN)/mypy
 
 bench: model
-	$(BIN)/irisserve bench --local
+	$(BIN)/irisserve bench --local --update-docs
 
 # The Cloud Function source folder: deploy with gcloud functions deploy ... --source build/cloud_function
 bundle-function: model

@@ -3,7 +3,7 @@
 
 import sys
 
-from irisserve.tools.bench.cli import main
+from irisserve_bench.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="benchmark.py"))

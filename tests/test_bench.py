@@ -1,10 +1,13 @@
-"""The benchmark tool end to end: local mode with tiny counts, remote mode against loopback servers.
+"""The benchmark tool end to end: local mode on the short plan, remote mode against loopback servers; the
+reference programs run standalone; the targets read from docs/benchmark.md decide the verdicts.
 
 No timing assertions: speed is what the tool reports, not what the tests check."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,25 +19,31 @@ from typing import Any
 
 import pytest
 
-from irisserve.tools.bench.cli import main
-from irisserve.tools.bench.errors import BenchError
-from irisserve.tools.bench.local import UNSPLIT, ServiceSpec, cloud_function, started
-from irisserve.tools.bench.models import also_model_dirs
-from irisserve.tools.bench.report import TARGETS
-from irisserve.tools.bench.runner import PAIRED_RATIOS
 from irisserve.tools.bundle import build_bundle
+from irisserve_bench.cli import main
+from irisserve_bench.errors import BenchError
+from irisserve_bench.figures import FIGURES
+from irisserve_bench.local import (
+    REFERENCE_APPS,
+    UNSPLIT,
+    ServiceSpec,
+    cloud_function,
+    reference_app,
+    reference_function,
+    request,
+    started,
+)
+from irisserve_bench.models import also_model_dirs
+from irisserve_bench.runner import PAIRED_RATIOS
+from irisserve_bench.targets import DEFAULT_DOC, Target, judge, read_targets
 from support import REPO_ROOT, VENV_BIN, RunningServer, free_port
 
-# Batches of 50 rows: the count is what the tiny run needs, not the 1,000 of the target.
-TINY_LOCAL = ["--cold-starts", "1", "--num-requests", "20", "--sequential-requests", "5", "--repeats", "1",
-              "--inprocess-calls", "20", "--concurrency", "2", "--batch-rows", "50", "--batch-requests", "3",
-              "--memory-requests", "40", "--no-progress"]
 CLI_TIMEOUT_S = 60
-PATTERNS = {"web", "bare", "empty", "function-lazy", "function-import", "empty-function"}
-REFERENCES = {"bare", "empty", "empty-function"}
+REFERENCES = {"bare", "empty", "empty-function", "empty-asgi-function"}
+PATTERNS = {"web", "function-lazy", "function-import"} | REFERENCES
 WEB_LOADS = {"health_concurrent", "predict_concurrent", "v2_infer_concurrent", "batch_sequential", "predict_sequential"}
 RUN_TARGETS = 2  # in-process: ONNX call, live figures + drift
-MODEL_TARGETS = 10  # per model: 4 throughput/p99 ratios, batch, web cold start, 2 function cold starts, 2 memory
+MODEL_TARGETS = 11  # per model: 4 web throughput/p99 ratios, batch, web cold start, function throughput, 2 function cold starts, 2 memory
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +64,9 @@ def _check_model_block(block: dict[str, Any], name: str) -> None:
         assert phases[0]["phase"] == "interpreter + imports" and phases[-1]["phase"] == "first response"
         assert {"model load + verify", "warm-up"} <= {phase["phase"] for phase in phases}
     warm = block["warm"]
-    assert set(warm["patterns"]) == {"web", "bare", "empty", "function", "empty-function"}
+    assert set(warm["patterns"]) == {"web", "function"} | REFERENCES
     assert set(warm["patterns"]["web"]) == WEB_LOADS
-    for pattern in ("bare", "empty", "function", "empty-function"):
+    for pattern in {"function"} | REFERENCES:
         assert set(warm["patterns"][pattern]) == {"predict_concurrent", "predict_sequential"}
     for kinds in warm["patterns"].values():
         for summary in kinds.values():
@@ -68,17 +77,21 @@ def _check_model_block(block: dict[str, Any], name: str) -> None:
     soak = block["memory_soak"]
     assert soak["errors"] == 0 and [sample["after_requests"] for sample in soak["samples"]] == list(range(0, 41, 4))
     assert soak["half_at_requests"] == 20 and soak["rss_mb_at_end"] > 10
+    assert {"web_vs_bare_throughput", "function_vs_empty_function_throughput", "web_rss_after_soak_mb"} <= set(block["figures"])
+    assert all(figure["errors"] == 0 for figure in block["figures"].values())
 
 
-def test_local_mode_measures_the_references_and_a_second_model_and_writes_json_report_and_chart(
+def test_local_mode_measures_the_references_and_a_second_model_and_writes_json_report_chart_and_verdicts(
     model_dir: Path, bundle: Path, tmp_path: Path
 ) -> None:
-    output = tmp_path / "results.json"
+    output, doc = tmp_path / "results.json", tmp_path / "benchmark.md"
+    shutil.copy(DEFAULT_DOC, doc)
     argv = ["--local", "--model-dir", str(model_dir), "--bundle", str(bundle), "--also-model", "wine", "--output", str(output)]
-    assert main([*argv, *TINY_LOCAL]) == 0
+    assert main([*argv, "--short", "--no-progress", "--targets", str(doc), "--update-docs"]) == 0
 
     results = json.loads(output.read_text())
     assert results["mode"] == "local" and results["machine"]["cpus"] >= 1
+    assert results["plan"]["repeats"] == 1 and results["plan"]["concurrency"] == 2 and results["plan"]["batch_rows"] == 50
     assert {row["backend"] for row in results["inprocess"]} == {"onnx", "sklearn"}
     assert results["inprocess"][0]["backend_call"]["p50_us"] > 0
     onnx = next(row for row in results["inprocess"] if row["backend"] == "onnx")
@@ -95,14 +108,34 @@ def test_local_mode_measures_the_references_and_a_second_model_and_writes_json_r
     for target in targets:  # every figure was measured: a ratio, a difference or a size, and a verdict
         assert isinstance(target["measured"], float) and target["verdict"] in {"PASS", "MISS"}, target
         assert target["errors"] == 0, target
-    bare = next(t for t in targets if t["target"].startswith("Web POST /predict throughput ÷ the bare app's"))
-    assert bare["target"].endswith("(2 clients)") and bare["reference"].startswith("bare ") and bare["sign"] == "≥"
+    assert [t["figure"] for t in targets[: RUN_TARGETS + MODEL_TARGETS]] == [t.figure for t in read_targets(doc)]
+    bare = next(t for t in targets if t["figure"] == "web_vs_bare_throughput")
+    assert bare["reference"].startswith("bare ") and bare["sign"] == "≥" and bare["bound"] == 1.2
+    function = next(t for t in targets if t["figure"] == "function_vs_empty_function_throughput")
+    assert "empty ASGI function" in function["reference"]
 
     report = output.with_suffix(".md").read_text()
     assert "## Targets" in report and "results.png" in report and "function-import" in report
     assert "## wine: irisserve and the references side by side" in report and "reference: bare FastAPI app" in report
+    assert "reference: empty ASGI function" in report
     assert "## Live figures and drift: cost per request" in report and "Drift + live figures added" in report
     assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The document's verdicts section now holds this run's verdicts; everything else in it is unchanged.
+    written, before = doc.read_text(), DEFAULT_DOC.read_text()
+    verdicts = written.split("<!-- bench:verdicts -->")[1].split("<!-- /bench:verdicts -->")[0]
+    assert "medians of 1 repeats, 2 clients, batches of 50 rows" in verdicts
+    assert verdicts.count("| iris |") == RUN_TARGETS + MODEL_TARGETS and verdicts.count("| wine |") == MODEL_TARGETS
+    assert written.split("<!-- bench:verdicts -->")[0] == before.split("<!-- bench:verdicts -->")[0]
+    assert written.split("<!-- /bench:verdicts -->")[1] == before.split("<!-- /bench:verdicts -->")[1]
+
+    # The same JSON judged again against a stricter bound: the verdicts follow the document, nothing is measured.
+    doc.write_text(written.replace("| ≥ 1.2 × |", "| ≥ 1000 × |"))
+    assert main(["--judge", str(output), "--targets", str(doc), "--update-docs", "--no-progress"]) == 0
+    judged = json.loads(output.read_text())["targets"]
+    assert [t["verdict"] for t in judged if t["figure"] == "web_vs_bare_throughput"] == ["MISS", "MISS"]
+    assert [t["measured"] for t in judged] == [t["measured"] for t in targets]
+    assert "| ≥ 1000 × |" in doc.read_text().split("<!-- bench:verdicts -->")[1]
 
 
 def test_also_model_none_and_a_missing_folder(tmp_path: Path) -> None:
@@ -111,17 +144,58 @@ def test_also_model_none_and_a_missing_folder(tmp_path: Path) -> None:
         also_model_dirs([str(tmp_path / "missing")], tmp_path)
 
 
-def test_a_failed_request_makes_its_target_a_miss() -> None:
-    """A p50 of the requests that succeeded would flatter: any failure in a target's loads is a MISS, named."""
-    run = {"errors": 2, "error_samples": ["ValueError: HTTP 431: headers too large"], "p50_ms": 1.0}
+def _batch_block(errors: int) -> dict[str, Any]:
+    """A model block holding one load: the web service's batch requests, p50 1 ms, with ``errors`` failed requests."""
+    run = {"errors": errors, "error_samples": ["ValueError: HTTP 431: headers too large"][:errors], "p50_ms": 1.0}
     block = {
         "model": {"name": "iris"},
         "warm": {"patterns": {"web": {"batch_sequential": {"median_of_repeats": {"p50_ms": 1.0, "p99_ms": 2.0}, "runs": [run]}}}},
     }
-    batch = next(target for target in TARGETS if target.name.startswith("POST /predict/batch"))
-    verdict = batch.judge(block, {"batch_rows": 1000, "concurrency": 8, "memory_requests": 10})
+    return {**block, "figures": {"batch_p50_ms": FIGURES["batch_p50_ms"].read(block)}}
+
+
+def test_a_failed_request_makes_its_target_a_miss() -> None:
+    """A p50 of the requests that succeeded would flatter: any failure in a target's loads is a MISS, named."""
+    [verdict] = judge(_batch_block(errors=2), [Target("batch_p50_ms", "batch p50", "≤", 10.0, "ms")])
     assert verdict["verdict"] == "MISS" and verdict["measured"] == 1.0 and verdict["errors"] == 2
     assert verdict["reference"].startswith("2 failed requests (ValueError: HTTP 431")
+
+
+def test_the_bounds_in_the_document_decide_the_verdicts(tmp_path: Path) -> None:
+    """The repository's table names only known figures; the same figures pass or miss as the document's bound says."""
+    assert {target.figure for target in read_targets()} <= set(FIGURES)
+    doc = tmp_path / "benchmark.md"
+    row = "| `batch_p50_ms` | batch p50 | ms | {bound} |"
+    table = "<!-- bench:targets -->\n| Figure | Target | Measured as | Bound |\n|---|---|---|---|\n{row}\n<!-- /bench:targets -->\n"
+    for bound, verdict in (("≤ 10 ms", "PASS"), ("≤ 0.5 ms", "MISS"), ("≥ 2 ms", "MISS")):
+        doc.write_text(table.format(row=row.format(bound=bound)))
+        assert [v["verdict"] for v in judge(_batch_block(errors=0), read_targets(doc))] == [verdict], bound
+    for bad, message in (("| `batch_p99` | x | ms | ≤ 1 ms |", "names the figure 'batch_p99'"),
+                         (row.format(bound="< 10 ms"), "has the bound '< 10 ms'")):
+        doc.write_text(table.format(row=bad))
+        with pytest.raises(BenchError, match=message):
+            read_targets(doc)
+    doc.write_text("no table here")
+    with pytest.raises(BenchError, match="no targets section"):
+        read_targets(doc)
+
+
+@pytest.mark.parametrize("kind", ["bare", "empty", "empty-function", "empty-asgi-function"])
+def test_each_reference_runs_standalone_and_imports_nothing_of_irisserve(kind: str, model_dir: Path, tmp_path: Path) -> None:
+    """Started exactly as the bench starts it, with Python's import-time log on: it answers, and the log names
+    every module the process (and a gunicorn worker) imported, none of them irisserve's."""
+    spec = reference_app(kind, model_dir) if kind in REFERENCE_APPS else reference_function(model_dir, kind)
+    spec = dataclasses.replace(spec, env={**spec.env, "PYTHONPROFILEIMPORTTIME": "1"})
+    with started(spec, tmp_path) as server:
+        server.wait_first_prediction(timeout=CLI_TIMEOUT_S)
+        status, body = request(server.port, "POST", spec.predict_path, spec.payload)
+    assert server.process.returncode is not None
+    assert status == 200 and "prediction" in json.loads(body)
+    imported = [line.rsplit("|", 1)[1].strip() for line in server.log_path.read_text().splitlines() if line.startswith("import time:")]
+    assert ("uvicorn" if kind in REFERENCE_APPS else "functions_framework") in imported
+    assert [name for name in imported if name.split(".")[0] in {"irisserve", "irisserve_bench"}] == []
+    if kind == "empty-asgi-function":  # functions-framework served the coroutine on gunicorn's uvicorn worker
+        assert "uvicorn_worker._workers" in imported
 
 
 def test_the_function_runs_the_bundles_own_copy_of_irisserve(bundle: Path) -> None:

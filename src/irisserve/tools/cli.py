@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -10,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from irisserve.core.errors import IrisServeError
+
+# irisserve-bench (bench/ in the repository) is a distribution of its own, so the serving wheel carries no benchmark.
+BENCH_MISSING = "irisserve bench: the benchmark is a separate distribution; install it with `pip install -e bench` (make venv does)."
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -116,7 +120,10 @@ def _example(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from irisserve.tools.bench.cli import main as bench_main
+    if importlib.util.find_spec("irisserve_bench") is None:
+        print(BENCH_MISSING, file=sys.stderr)
+        return 2
+    from irisserve_bench.cli import main as bench_main
 
     return bench_main(args.args)
 
@@ -160,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # The benchmark parses its own options: prefix_chars that match nothing hand every argument through.
     bench = commands.add_parser(
-        "bench", help="Benchmark the web service against the function (--local, or their URLs); --help for options.",
+        "bench", help="Benchmark the web service against the function (--local, or their URLs; needs irisserve-bench); --help for options.",
         add_help=False, prefix_chars="\0",
     )
     bench.add_argument("args", nargs="*")

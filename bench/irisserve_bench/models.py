@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from irisserve.tools.bench.errors import BenchError
+from irisserve_bench.errors import BenchError
 
 WINE = "wine"
 NONE = "none"

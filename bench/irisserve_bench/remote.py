@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from irisserve.tools.bench.errors import BenchError, answer_error, transport_error
-from irisserve.tools.bench.load import LoadResult
-from irisserve.tools.bench.stats import cdf_ms
+from irisserve_bench.errors import BenchError, answer_error, transport_error
+from irisserve_bench.load import LoadResult
+from irisserve_bench.stats import cdf_ms
 
 NOT_MEASURED = (
     "Cold start inside the platform (instance scheduling, container or function start, model load) cannot be "

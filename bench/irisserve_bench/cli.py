@@ -2,8 +2,9 @@
 
 Remote mode takes the seed's flags (``--cloud-run-url``, ``--cloud-function-url``); ``--local`` starts
 both patterns on this machine beside small reference programs (a bare FastAPI app, an empty one, an empty
-function) and measures cold starts, warm load and memory, for --model-dir and each --also-model (default:
-scikit-learn's wine data, packaged into the output folder). Targets are ratios to the references."""
+Flask function and an empty ASGI function) and measures cold starts, warm load and memory, for --model-dir and
+each --also-model (default: scikit-learn's wine data, packaged into the output folder). The targets, mostly
+ratios to the references, are read from docs/benchmark.md; --update-docs writes the run's verdicts there."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from irisserve.core.errors import IrisServeError
-from irisserve.tools.bench.errors import BenchError
+from irisserve_bench.errors import BenchError
+from irisserve_bench.targets import DEFAULT_DOC
 
 DEFAULT_OUT_DIR = Path("bench-out")
 DEFAULT_MODEL_DIR = Path("models/iris/1.0.0")
@@ -25,6 +27,9 @@ REMOTE_REQUESTS = 20
 LOCAL_REQUESTS = 5000
 MEMORY_REQUESTS = 100_000
 CONSOLE_WIDTH = 160
+# --short: every part measured once with a few requests (seconds, not minutes): for the tests and a quick check.
+SHORT_PLAN = {"cold_starts": 1, "num_requests": 20, "sequential_requests": 5, "repeats": 1, "inprocess_calls": 20,
+              "concurrency": 2, "batch_rows": 50, "batch_requests": 3, "memory_requests": 40}
 
 
 def build_parser(prog: str = "irisserve bench") -> argparse.ArgumentParser:
@@ -34,6 +39,8 @@ def build_parser(prog: str = "irisserve bench") -> argparse.ArgumentParser:
     where.add_argument("--cloud-run-url", help="Deployed web service; gets POST {url}/predict.")
     where.add_argument("--cloud-function-url", help="Deployed function; gets POST {url}.")
     counts = parser.add_argument_group("how much")
+    counts.add_argument("--short", action="store_true", help="Local: a short plan that runs every part once with a few requests "
+                        "(figures too rough to judge; for tests and a quick check); count options given beside it still win.")
     counts.add_argument("--num-requests", type=int, help=f"Warm requests per pattern and load (default {REMOTE_REQUESTS} remote, {LOCAL_REQUESTS} local).")
     counts.add_argument("--concurrency", type=int, default=8, help="Concurrent clients for the concurrent load (default 8).")
     counts.add_argument("--timeout", type=float, default=10.0, help="Seconds to wait for any one answer (default 10).")
@@ -55,6 +62,10 @@ def build_parser(prog: str = "irisserve bench") -> argparse.ArgumentParser:
     local.add_argument("--no-function", action="store_true", help="Local: measure the web service only.")
     out = parser.add_argument_group("output")
     out.add_argument("--output", type=Path, help=f"Results JSON (default {DEFAULT_OUT_DIR}/results.json); the report and chart go beside it.")
+    out.add_argument("--targets", type=Path, default=DEFAULT_DOC, help="Local: the document whose targets table the run is judged against (default: the repository's docs/benchmark.md).")
+    out.add_argument("--update-docs", action="store_true", help="Local: rewrite the verdicts section of that document from this run (make bench does).")
+    out.add_argument("--judge", type=Path, metavar="RESULTS_JSON", help="No measuring: judge a local run's results JSON again against "
+                     "--targets and write its report and chart again (beside it, or --output); with --update-docs, the verdicts too.")
     out.add_argument("--no-progress", action="store_true", help="No progress bars.")
     return parser
 
@@ -68,7 +79,9 @@ def _paths(output: Path | None) -> tuple[Path, Path, Path]:
 
 def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     remote = args.cloud_run_url or args.cloud_function_url
-    if args.local == bool(remote):
+    if args.judge and (args.local or remote):
+        parser.error("--judge reads a finished run: give it without --local or URLs")
+    if not args.judge and args.local == bool(remote):
         parser.error("choose --local, or give --cloud-run-url and/or --cloud-function-url (not both modes)")
     for name in ("num_requests", "concurrency", "cold_starts", "sequential_requests", "repeats", "inprocess_calls", "batch_rows", "batch_requests"):
         value = getattr(args, name)
@@ -106,8 +119,8 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int], Callable[[int], No
 
 
 def _run_local(args: argparse.Namespace, out_dir: Path, progress: Callable[[str, int], Callable[[int], None]]) -> dict[str, Any]:
-    from irisserve.tools.bench.models import also_model_dirs
-    from irisserve.tools.bench.runner import LocalPlan, run_local
+    from irisserve_bench.models import also_model_dirs
+    from irisserve_bench.runner import LocalPlan, run_local
 
     if not (args.model_dir / "manifest.json").is_file():
         raise BenchError(f"No model artifact at {args.model_dir} (manifest.json missing); run `irisserve train` or `make model`.")
@@ -123,8 +136,8 @@ def _run_local(args: argparse.Namespace, out_dir: Path, progress: Callable[[str,
 
 def _run_remote(args: argparse.Namespace, progress: Callable[[str, int], Callable[[int], None]]) -> dict[str, Any]:
     from irisserve.core.errors import ArtifactError
-    from irisserve.tools.bench.local import example_row
-    from irisserve.tools.bench.remote import RemoteTarget, run_remote
+    from irisserve_bench.local import example_row
+    from irisserve_bench.remote import RemoteTarget, run_remote
 
     try:
         payload = example_row(args.model_dir)
@@ -156,7 +169,7 @@ def _print_summary(results: dict[str, Any], paths: tuple[Path, Path, Path]) -> N
             table.add_column(column)
         for v in results["targets"]:
             colour = "green" if v["verdict"] == "PASS" else "red"
-            table.add_row(v["model"], v["target"], f"{v['measured']:,.2f} {v['unit']}", f"{v['sign']} {v['bound']:g} {v['unit']}",
+            table.add_row(v["model"], v["target"], f"{_cell(v['measured'], 2)} {v['unit']}", f"{v['sign']} {v['bound']:g} {v['unit']}",
                           v["reference"], f"[{colour}]{v['verdict']}[/]")
         console.print(table)
     else:
@@ -170,7 +183,8 @@ def _print_local_figures(console: Any, results: dict[str, Any]) -> None:
     """In-process inference, then per model every pattern side by side: cold start, warm /predict, memory."""
     from rich.table import Table
 
-    from irisserve.tools.bench.report import model_blocks, model_label, side_by_side
+    from irisserve_bench.figures import model_blocks, model_label
+    from irisserve_bench.report import side_by_side
 
     for row in results["inprocess"]:
         if "error" in row:
@@ -215,15 +229,39 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from irisserve.tools.bench import report
+def _remote(args: argparse.Namespace) -> bool:
+    return bool(args.cloud_run_url or args.cloud_function_url)
 
-    paths = _paths(args.output)
+
+def _read_results(path: Path) -> dict[str, Any]:
+    """A local run's results JSON, for --judge."""
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"--judge {path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(results, dict) or results.get("mode") != "local":
+        raise BenchError(f"--judge {path}: not the results of a local run (\"mode\": \"local\")")
+    return results
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from irisserve_bench import figures, report, targets
+
+    paths = _paths(args.output or args.judge)
     out_dir = paths[0].parent
-    with _progress(not args.no_progress) as progress:
-        results = _run_local(args, out_dir, progress) if args.local else _run_remote(args, progress)
+    goals = targets.read_targets(args.targets) if not _remote(args) else []  # a malformed table fails before minutes of measuring
+    if args.judge:
+        results = _read_results(args.judge)
+    else:
+        with _progress(not args.no_progress) as progress:
+            results = _run_local(args, out_dir, progress) if args.local else _run_remote(args, progress)
     if results["mode"] == "local":
-        results["targets"] = report.judge_targets(results)
+        for block in figures.model_blocks(results):
+            block["figures"] = figures.block_figures(block)
+        results = _finite(results)  # judged as the JSON holds it
+        results["targets"] = targets.judge(results, goals)
+        if args.update_docs:
+            targets.update_doc(args.targets, results, results["targets"])
     out_dir.mkdir(parents=True, exist_ok=True)
     paths[0].write_text(json.dumps(_finite(results), indent=2, default=str, allow_nan=False) + "\n")
     report.draw_chart(results, paths[2])
@@ -236,6 +274,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None, *, prog: str = "irisserve bench") -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    if args.short:  # the short plan's counts become the defaults, so options given explicitly still win
+        parser.set_defaults(**SHORT_PLAN)
+        args = parser.parse_args(argv)
     _check(args, parser)
     try:
         run(args)

@@ -11,13 +11,14 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from irisserve.core.predictor import BACKENDS
-from irisserve.tools.bench import inprocess, payloads
-from irisserve.tools.bench.load import MAX_ERROR_SAMPLES, Endpoint, LoadResult, run_load
-from irisserve.tools.bench.local import (
+from irisserve_bench import inprocess, payloads
+from irisserve_bench.load import MAX_ERROR_SAMPLES, Endpoint, LoadResult, run_load
+from irisserve_bench.local import (
     ServerProcess,
     ServiceSpec,
     cloud_function,
@@ -27,7 +28,7 @@ from irisserve.tools.bench.local import (
     started,
     web_service,
 )
-from irisserve.tools.bench.stats import cdf_ms, median, median_of
+from irisserve_bench.stats import cdf_ms, median, median_of
 
 MEMORY_SAMPLES = 10  # RSS is read after every tenth of the soak
 # Loads a pattern gets at the chosen concurrency besides /predict, when its spec has the route.
@@ -40,6 +41,7 @@ PAIRED_RATIOS: dict[str, tuple[tuple[str, str], tuple[str, str], str]] = {
     "web_vs_bare_p99": (("web", "predict_concurrent"), ("bare", "predict_concurrent"), "p99_ms"),
     "web_vs_empty_throughput": (("web", "predict_concurrent"), ("empty", "predict_concurrent"), "throughput_rps"),
     "function_vs_empty_function_throughput": (("function", "predict_concurrent"), ("empty-function", "predict_concurrent"), "throughput_rps"),
+    "function_vs_empty_asgi_function_throughput": (("function", "predict_concurrent"), ("empty-asgi-function", "predict_concurrent"), "throughput_rps"),
 }
 # A task is (description, total); the sink returns the function that advances it.
 ProgressSink = Callable[[str, int], Callable[[int], None]]
@@ -272,9 +274,9 @@ def measure_model(
     if plan.function:
         bundle = prebuilt_bundle or _build_bundle(bundle_out, model_dir)
         block["function_bundle"] = str(bundle)
-        empty_function = reference_function(model_dir)
-        cold_specs += [cloud_function(bundle, load="lazy"), cloud_function(bundle, load="import"), empty_function]
-        warm_specs += [cloud_function(bundle, load="lazy", name="function"), empty_function]
+        empty_functions = [reference_function(model_dir, "empty-function"), reference_function(model_dir, "empty-asgi-function")]
+        cold_specs += [cloud_function(bundle, load="lazy"), cloud_function(bundle, load="import"), *empty_functions]
+        warm_specs += [cloud_function(bundle, load="lazy", name="function"), *empty_functions]
     block["cold_start"] = cold_starts(cold_specs, plan, progress(f"cold starts ({label})", plan.cold_starts * len(cold_specs)))
     per_repeat = sum(_requests_per_repeat(spec, plan) for spec in warm_specs)
     block["warm"] = warm_load(warm_specs, plan, progress(f"warm requests ({label})", per_repeat * plan.repeats))
@@ -289,7 +291,8 @@ def run_local(plan: LocalPlan, progress: ProgressSink = no_progress) -> dict[str
     started_at = time.time()
     # The last run's logs only: with the JSON access log on, a default run writes about 150 MB of them.
     shutil.rmtree(plan.out_dir / "logs", ignore_errors=True)
-    results: dict[str, Any] = {"mode": "local", "machine": machine(), "plan": plan.as_dict()}
+    started = datetime.fromtimestamp(started_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    results: dict[str, Any] = {"mode": "local", "started_at": started, "machine": machine(), "plan": plan.as_dict()}
     tick = progress("in-process inference", len(BACKENDS))
     results["inprocess"] = []
     for backend in BACKENDS:

@@ -1,27 +1,22 @@
-"""Targets with PASS/MISS, the Markdown report and the PNG chart, all drawn from the results dict alone.
-
-Most targets are ratios to the reference programs measured in the same run (``bench/references/``), judged
-per model: the run's own model and each ``--also-model``."""
+"""The Markdown report and the PNG chart, drawn from the results dict alone (the verdicts included: ``targets.py``
+computes them from the run's figures against docs/benchmark.md)."""
 
 from __future__ import annotations
 
 import math
-import operator
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from irisserve.tools.bench.local import UNSPLIT
+from irisserve_bench.figures import live_cost_us, model_blocks, model_label
+from irisserve_bench.local import UNSPLIT
 
-PASS, MISS = "PASS", "MISS"
 COLOURS = {
     "web": "#1f77b4", "bare": "#2ca02c", "empty": "#7f7f7f", "function": "#ff7f0e", "function-lazy": "#ff7f0e",
-    "function-import": "#d62728", "empty-function": "#9467bd", "cloud-run": "#1f77b4", "cloud-function": "#ff7f0e",
+    "function-import": "#d62728", "empty-function": "#9467bd", "empty-asgi-function": "#8c564b", "cloud-run": "#1f77b4", "cloud-function": "#ff7f0e",
 }
 PHASE_COLOURS = ["#4c72b0", "#55a868", "#c44e52", "#8172b2", "#ccb974", "#64b5cd", "#8c8c8c"]
 UNSPLIT_COLOUR = "#c7c7c7"  # a reference's whole start-up, one bar (it reports no marks)
-REFERENCE_PATTERNS = frozenset({"bare", "empty", "empty-function"})
+REFERENCE_PATTERNS = frozenset({"bare", "empty", "empty-function", "empty-asgi-function"})
 # Side by side, in this order: irisserve's patterns, each followed by its references.
 SIDE_BY_SIDE = (
     ("web", "web", "irisserve serve"),
@@ -29,119 +24,9 @@ SIDE_BY_SIDE = (
     ("empty", "empty", "reference: empty FastAPI app"),
     ("function-lazy", "function", "irisserve function, lazy load"),
     ("function-import", None, "irisserve function, import-time load"),
-    ("empty-function", "empty-function", "reference: empty function"),
+    ("empty-function", "empty-function", "reference: empty function (Flask, gunicorn threads)"),
+    ("empty-asgi-function", "empty-asgi-function", "reference: empty ASGI function (Starlette, uvicorn worker)"),
 )
-FLAT_GROWTH_MB = 1.0  # "flat": RSS at the end of the soak at most this much above RSS half-way (20 bytes a request at 100,000)
-WEB_MEMORY_MB = 100.0
-FUNCTION_COLD_MARGIN_MS = 120.0
-ERROR_CHARS = 160
-WEB_VS_BARE = (("web", "predict_concurrent"), ("bare", "predict_concurrent"))
-
-
-def _no_reference(block: dict[str, Any]) -> str:
-    return ""
-
-
-def _always(block: dict[str, Any]) -> bool:
-    return True
-
-
-@dataclass(frozen=True)
-class Target:
-    """One goal from the issues: where its figure sits, the bound it must meet, and the reference it is set against.
-
-    ``locate`` and ``reference`` read one model's block (the results themselves for the run's model, or an entry of
-    ``other_models``); a target that is not ``per_model`` is judged once, on the run's model. ``name`` is formatted
-    with the plan. ``loads`` names the (pattern, load) pairs the figure comes from: a failed request in any of them
-    makes the target a MISS whatever the figure (a p50 of the requests that succeeded would flatter)."""
-
-    name: str
-    unit: str
-    bound: float
-    compare: Callable[[float, float], bool]
-    locate: Callable[[dict[str, Any]], float]
-    sign: str
-    reference: Callable[[dict[str, Any]], str] = _no_reference
-    per_model: bool = True
-    applies: Callable[[dict[str, Any]], bool] = _always
-    loads: tuple[tuple[str, str], ...] = ()
-
-    def judge(self, block: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
-        try:
-            measured = float(self.locate(block))
-        except (KeyError, IndexError, TypeError, StopIteration, ZeroDivisionError):
-            measured = math.nan
-        try:
-            reference = self.reference(block)
-        except (KeyError, IndexError, TypeError, StopIteration, ValueError):
-            reference = ""
-        errors, first_error = failures(block, self.loads)
-        if errors:
-            shown = first_error if len(first_error) <= ERROR_CHARS else first_error[: ERROR_CHARS - 1] + "…"
-            reference = f"{errors:,} failed requests ({shown}); {reference}"
-        verdict = PASS if not errors and math.isfinite(measured) and self.compare(measured, self.bound) else MISS
-        return {
-            "target": self.name.format(**plan), "model": model_label(block), "measured": measured, "bound": self.bound,
-            "unit": self.unit, "sign": self.sign, "reference": reference, "errors": errors, "verdict": verdict,
-        }
-
-
-def failures(block: dict[str, Any], loads: tuple[tuple[str, str], ...]) -> tuple[int, str]:
-    """Failed requests in these loads (``("memory_soak", "")`` for the soak), and the first error message seen."""
-    count, first = 0, ""
-    for pattern, load in loads:
-        if pattern == "memory_soak":
-            runs = [block.get(pattern, {})]
-        else:
-            runs = block.get("warm", {}).get("patterns", {}).get(pattern, {}).get(load, {}).get("runs", [])
-        for run in runs:
-            count += run.get("errors", 0)
-            first = first or next(iter(run.get("error_samples", [])), "")
-    return count, first
-
-
-def model_label(block: dict[str, Any]) -> str:
-    model = block.get("model") or {}
-    return str(model.get("name", "?"))
-
-
-def _inprocess(results: dict[str, Any], backend: str, path: str) -> float:
-    return next(row for row in results["inprocess"] if row["backend"] == backend)[path]["p50_us"]
-
-
-def live_cost_us(results: dict[str, Any]) -> float:
-    """What the live figures and drift window add to one single-row request: the observer plus the request record."""
-    return _inprocess(results, "onnx", "live_observe") + _inprocess(results, "onnx", "record_request")
-
-
-def _warm(block: dict[str, Any], pattern: str, load: str, figure: str = "throughput_rps") -> float:
-    return float(block["warm"]["patterns"][pattern][load]["median_of_repeats"][figure])
-
-
-def _ratio(block: dict[str, Any], name: str) -> float:
-    return float(block["warm"]["ratios"][name]["median"])
-
-
-def _cold(block: dict[str, Any], pattern: str) -> float:
-    return float(block["cold_start"][pattern]["median_s"])
-
-
-def _function_margin_ms(load: str) -> Callable[[dict[str, Any]], float]:
-    return lambda block: (_cold(block, f"function-{load}") - _cold(block, "empty-function")) * 1e3
-
-
-def _function_reference(load: str) -> Callable[[dict[str, Any]], str]:
-    return lambda block: f"empty function {_cold(block, 'empty-function') * 1e3:,.0f} ms; function {_cold(block, f'function-{load}') * 1e3:,.0f} ms"
-
-
-def _has_function(block: dict[str, Any]) -> bool:
-    return "empty-function" in block.get("cold_start", {})
-
-
-def _has_soak(block: dict[str, Any]) -> bool:
-    return "memory_soak" in block
-
-
 # The steps added to every request by the model page's live panel (ops/live.py, ops/drift.py), in order.
 LIVE_PATHS = (
     ("predict_rows", "pipeline, no observer"),
@@ -150,66 +35,6 @@ LIVE_PATHS = (
     ("live_observe", "the live observer alone (drift window copy + counts)"),
     ("record_request", "the middleware's request record (deque append)"),
 )
-
-
-TARGETS: tuple[Target, ...] = (
-    Target("ONNX single-row inference p50 (raw backend call, in process)", "µs", 20.0, operator.le,
-           lambda r: _inprocess(r, "onnx", "backend_call"), "≤", per_model=False),
-    # ~1% of a /predict's time at the 2,300 req/s measured: invisible in the throughput ratios below.
-    Target("Drift + live figures added per single-row request (observer + request record, p50)", "µs", 5.0, operator.le,
-           live_cost_us, "≤", per_model=False),
-    Target("Web POST /predict throughput ÷ the bare app's ({concurrency} clients)", "×", 1.2, operator.ge,
-           lambda b: _ratio(b, "web_vs_bare_throughput"), "≥",
-           lambda b: f"bare {_warm(b, 'bare', 'predict_concurrent'):,.0f} req/s; web {_warm(b, 'web', 'predict_concurrent'):,.0f} req/s",
-           loads=WEB_VS_BARE),
-    Target("Web POST /predict p99 ÷ the bare app's ({concurrency} clients)", "×", 1.0, operator.le,
-           lambda b: _ratio(b, "web_vs_bare_p99"), "≤",
-           lambda b: f"bare p99 {_warm(b, 'bare', 'predict_concurrent', 'p99_ms'):.2f} ms; web {_warm(b, 'web', 'predict_concurrent', 'p99_ms'):.2f} ms",
-           loads=WEB_VS_BARE),
-    Target("Web POST /predict ÷ GET /health throughput, same server", "×", 0.9, operator.ge,
-           lambda b: _ratio(b, "predict_vs_health_throughput"), "≥",
-           lambda b: f"/health {_warm(b, 'web', 'health_concurrent'):,.0f} req/s",
-           loads=(("web", "predict_concurrent"), ("web", "health_concurrent"))),
-    Target("V2 infer ÷ POST /predict throughput, same server", "×", 0.9, operator.ge,
-           lambda b: _ratio(b, "v2_infer_vs_predict_throughput"), "≥",
-           lambda b: f"/predict {_warm(b, 'web', 'predict_concurrent'):,.0f} req/s; V2 {_warm(b, 'web', 'v2_infer_concurrent'):,.0f} req/s",
-           loads=(("web", "v2_infer_concurrent"), ("web", "predict_concurrent"))),
-    Target("POST /predict/batch of {batch_rows:,} rows, p50 over HTTP (1 client)", "ms", 10.0, operator.le,
-           lambda b: _warm(b, "web", "batch_sequential", "p50_ms"), "≤",
-           lambda b: f"p99 {_warm(b, 'web', 'batch_sequential', 'p99_ms'):.2f} ms; one-row /predict p50 {_warm(b, 'web', 'predict_sequential', 'p50_ms'):.2f} ms",
-           loads=(("web", "batch_sequential"),)),
-    Target("Web cold start ÷ the bare app's (spawn → first 200 on /predict, medians)", "×", 1.0, operator.le,
-           lambda b: _cold(b, "web") / _cold(b, "bare"), "≤",
-           lambda b: f"bare {_cold(b, 'bare') * 1e3:,.0f} ms; web {_cold(b, 'web') * 1e3:,.0f} ms"),
-    Target("Function cold start, lazy load, minus the empty function's (medians)", "ms", FUNCTION_COLD_MARGIN_MS, operator.le,
-           _function_margin_ms("lazy"), "≤", _function_reference("lazy"), applies=_has_function),
-    Target("Function cold start, import-time load, minus the empty function's (medians)", "ms", FUNCTION_COLD_MARGIN_MS, operator.le,
-           _function_margin_ms("import"), "≤", _function_reference("import"), applies=_has_function),
-    Target("Web resident memory after {memory_requests:,} POST /predict", "MB", WEB_MEMORY_MB, operator.le,
-           lambda b: b["memory_soak"]["rss_mb_at_end"], "≤",
-           lambda b: f"bare app {b['warm']['memory']['bare']['rss_mb']:.1f} MB after its warm load", applies=_has_soak,
-           loads=(("memory_soak", ""),)),
-    Target("Web resident memory growth over the soak's last half (flat)", "MB", FLAT_GROWTH_MB, operator.le,
-           lambda b: b["memory_soak"]["growth_last_half_mb"], "≤",
-           lambda b: f"{b['memory_soak']['rss_mb_at_half']:.1f} MB after {b['memory_soak']['half_at_requests']:,} requests",
-           applies=_has_soak, loads=(("memory_soak", ""),)),
-)
-
-
-def model_blocks(results: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The run's model (the results themselves), then each ``--also-model``."""
-    yield results
-    yield from results.get("other_models", [])
-
-
-def judge_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every target that applies: the run-wide ones and the run's model's first, then each other model's."""
-    verdicts = []
-    for index, block in enumerate(model_blocks(results)):
-        for target in TARGETS:
-            if (target.per_model or index == 0) and target.applies(block):
-                verdicts.append(target.judge(block, results["plan"]))
-    return verdicts
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -225,9 +50,10 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def target_lines(verdicts: list[dict[str, Any]]) -> list[str]:
+def verdict_table(verdicts: list[dict[str, Any]]) -> list[str]:
+    """The verdicts (``targets.judge``) as a Markdown table."""
     rows = [
-        [v["model"], v["target"], f"{_fmt(v['measured'])} {v['unit']}", f"{v['sign']} {_fmt(v['bound'])} {v['unit']}", v["reference"] or "—", f"**{v['verdict']}**"]
+        [v["model"], v["target"], f"{_fmt(v['measured'])} {v['unit']}", f"{v['sign']} {v['bound']:g} {v['unit']}", v["reference"] or "—", f"**{v['verdict']}**"]
         for v in verdicts
     ]
     return _table(["Model", "Target", "Measured", "Bound", "Reference (same run)", "Verdict"], rows)
@@ -267,7 +93,7 @@ def local_markdown(results: dict[str, Any], chart_name: str | None) -> str:
         "",
         "## Targets",
         "",
-        *target_lines(judge_targets(results)),
+        *verdict_table(results.get("targets", [])),
         "",
     ]
     if chart_name:
@@ -282,9 +108,11 @@ def local_markdown(results: dict[str, Any], chart_name: str | None) -> str:
         "JSON access log, request ids, body limit). Function: `functions-framework --source <bundle>/main.py --target "
         "predict` (gunicorn, 1 worker, threads) from the bundle `irisserve bundle-function` builds, with only the bundle "
         "on the import path for `irisserve`.",
-        "- References, same installed libraries: *bare* is `uvicorn …references.bare_app:app` (pydantic model, "
-        "`async def` handler, one ONNX Runtime session; no metrics, logs, limits or range flags), *empty* a FastAPI "
-        "POST returning a constant, *empty-function* a functions-framework function returning a constant.",
+        "- References, same installed libraries, each a standalone file run by path that imports nothing of irisserve: "
+        "*bare* is `uvicorn --app-dir …/references bare_app:app` (pydantic model, `async def` handler, one ONNX Runtime "
+        "session; no metrics, logs, limits or range flags), *empty* a FastAPI POST returning a constant, *empty-function* "
+        "a functions-framework function returning a constant (Flask on gunicorn threads), *empty-asgi-function* the same "
+        "as an `@functions_framework.aio.http` coroutine (Starlette on gunicorn's uvicorn worker).",
         "- Cold start: the wall clock just before `Popen` to the first 200 from a prediction (polled every 2 ms). "
         "The phases end at the marks each process reports in `startup` (`/health`, or the function's GET): "
         "*interpreter + imports* includes the server framework's own imports; *first response* spans "

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from irisserve.tools.bench.errors import BenchError
-from irisserve.tools.bench.stats import summarize_ms
+from irisserve_bench.errors import BenchError
+from irisserve_bench.stats import summarize_ms
 
 MAX_ERROR_SAMPLES = 3
 Progress = Callable[[int], None]

@@ -22,7 +22,7 @@ from irisserve.core.spec import ModelSpec
 from irisserve.ops.drift import DriftMonitor
 from irisserve.ops.live import LiveStats
 from irisserve.ops.metrics import record_predictions
-from irisserve.tools.bench.stats import median, summarize_ms
+from irisserve_bench.stats import median, summarize_ms
 
 WARM_UP_CALLS = 50
 # scikit-learn's forest answers in milliseconds, not microseconds: fewer calls say as much.
