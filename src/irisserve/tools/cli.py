@@ -75,7 +75,7 @@ def _package_summary(manifest: dict[str, Any], out: Path, seconds: float) -> str
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from irisserve.core.artifact import read_manifest
+    from irisserve.core.predictor import Predictor
     from irisserve.core.settings import ENV_PREFIX, get_settings
     from irisserve.ops.lifecycle import exit_cleanly_on_signals, multiprocess_metrics_dir
     from irisserve.ops.request_log import configure_logging
@@ -85,7 +85,9 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ[f"{ENV_PREFIX}MODEL_DIR"] = str(args.model_dir.resolve())
         get_settings.cache_clear()
     settings = get_settings()
-    read_manifest(settings.model_dir)  # a missing or malformed artifact: one line and exit 2, before any worker starts
+    # A missing, malformed or mismatched artifact (the manifest against the model itself): one line and exit 2,
+    # before any worker starts or the port is bound.
+    Predictor(settings.model_dir, backend=settings.backend).load()
     exit_cleanly_on_signals()
     configure_logging(settings)  # the supervisor's own lines (several workers) in the same format as the app's
     config = uvicorn.Config(
