@@ -376,3 +376,96 @@ def test_the_sklearn_backend_never_unpickles_an_unlisted_pickle(artifact_copy: P
     with pytest.raises(ArtifactError, match=f"does not list {PICKLE_NAME}"):
         Predictor(artifact_copy, backend="sklearn").load()
     assert not marker.exists()
+
+
+# --- #1, #19, #20: packaging never touches a user's files; trusted inputs; clear refusals -----------------------
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A joblib logistic regression on two features and its CSV (with a "target" column)."""
+    import joblib
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("small")
+    rng = np.random.default_rng(1)
+    x = pd.DataFrame({"a": rng.random(60), "b": rng.random(60)})
+    labels = np.where(x["a"] > 0.5, "1", "1.0")  # two labels that pandas would read as the same number
+    joblib.dump(LogisticRegression().fit(x, labels), root / "lr.joblib")
+    x.assign(target=labels).to_csv(root / "lr.csv", index=False)
+    return root / "lr.joblib", root / "lr.csv"
+
+
+def irisserve_package(small_model: tuple[Path, Path], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    model, data = small_model
+    command = [IRISSERVE, "package", "--model", str(model), "--data", str(data), "--target", "target", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd, check=False)
+
+
+def snapshot(folder: Path) -> dict[str, bytes | str]:
+    return {str(path.relative_to(folder)): (path.read_bytes() if path.is_file() and not path.is_symlink() else "other") for path in folder.rglob("*")}
+
+
+def refused(result: subprocess.CompletedProcess[str], phrase: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert phrase in result.stderr and len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_package_and_train_refuse_an_occupied_destination_and_touch_nothing(small_model: tuple[Path, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "notes.txt").write_text("keep me")
+    (folder / "sub" / "data.csv").write_text("1,2")
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("a file")
+    link = tmp_path / "link"
+    link.symlink_to(folder)
+    before = snapshot(tmp_path)
+    for out, phrase in ((folder, "is not an irisserve artifact"), (a_file, "is a file"), (link, "symbolic link")):
+        refused(irisserve_package(small_model, tmp_path, "--out", str(out)), phrase)
+        refused(subprocess.run([IRISSERVE, "train", "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path), phrase)
+    assert snapshot(tmp_path) == before and not any(path.name.startswith(".") for path in tmp_path.iterdir())
+
+
+def test_package_again_needs_force_replaces_only_its_files_and_records_what_it_supersedes(small_model: tuple[Path, Path], tmp_path: Path) -> None:
+    assert irisserve_package(small_model, tmp_path, "--name", "lr").returncode == 0
+    out = tmp_path / "models" / "lr" / "1.0.0"
+    first = json.loads((out / MANIFEST_NAME).read_text())
+    assert "supersedes" not in first and first["metrics"]["accuracy"] > 0.8  # '1' and '1.0' stayed two labels
+    refused(irisserve_package(small_model, tmp_path, "--name", "lr"), "pass --force")
+    assert json.loads((out / MANIFEST_NAME).read_text()) == first
+    other = irisserve_package(small_model, tmp_path, "--name", "other", "--out", str(out), "--force")
+    refused(other, "holds the artifact 'lr' '1.0.0', not 'other' '1.0.0'")
+    assert irisserve_package(small_model, tmp_path, "--name", "lr", "--force").returncode == 0
+    assert json.loads((out / MANIFEST_NAME).read_text())["supersedes"] == "1.0.0"
+    assert irisserve_package(small_model, tmp_path, "--name", "lr", "--version", "1.1.0").returncode == 0
+    assert json.loads((out.parent / "1.1.0" / MANIFEST_NAME).read_text())["supersedes"] == "1.0.0"
+    (out / "README.txt").write_text("the user's")
+    refused(irisserve_package(small_model, tmp_path, "--name", "lr", "--force"), "irisserve did not write ('README.txt')")
+    assert (out / "README.txt").read_text() == "the user's"
+    assert sorted(path.name for path in out.parent.iterdir()) == ["1.0.0", "1.1.0"]
+
+
+def test_packaging_odds_are_each_a_clear_one_line_refusal_leaving_nothing(small_model: tuple[Path, Path], tmp_path: Path) -> None:
+    refused(irisserve_package(small_model, tmp_path, "--name", ""), "Model name '' is not allowed")
+    refused(irisserve_package(small_model, tmp_path, "--name", "lr", "--version", "v" * 300), "at most 100 characters")
+    (tmp_path / "dup.csv").write_text("a,a,target\n" + "".join(f"{i},{i},1\n" for i in range(5)))
+    refused(irisserve_package((small_model[0], tmp_path / "dup.csv"), tmp_path, "--name", "lr"), "names the column(s) 'a' more than once")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dup.csv"]
+
+
+def test_package_help_and_readme_say_a_pickle_is_code_and_skops_files_are_loaded_with_trusted_types(
+    small_model: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import joblib
+    import skops.io
+
+    help_text = " ".join(subprocess.run([IRISSERVE, "package", "--help"], capture_output=True, text=True, timeout=60).stdout.split())
+    assert "only files you trust" in help_text and ".skops" in help_text
+    assert "only give it files you trust" in " ".join((REPO_ROOT / "README.md").read_text().replace("> ", "").split())
+    skops_file = tmp_path / "lr.skops"
+    skops.io.dump(joblib.load(small_model[0]), skops_file)
+    assert irisserve_package((skops_file, small_model[1]), tmp_path, "--name", "lr").returncode == 0
+    assert (tmp_path / "models" / "lr" / "1.0.0" / MANIFEST_NAME).is_file()
+    skops.io.dump({"model": joblib.load(small_model[0]), "odd": contextlib.suppress}, tmp_path / "odd.skops")
+    refused(irisserve_package((tmp_path / "odd.skops", small_model[1]), tmp_path, "--name", "odd"), "does not trust")
