@@ -227,11 +227,15 @@ def verify_files(manifest: Manifest) -> None:
             actual = sha256_file(path)
         except OSError as exc:
             raise ArtifactError(f"Cannot read artifact file {path}: {exc.strerror or exc}.") from None
-        if actual != expected.sha256:
-            raise ArtifactError(
-                f"Artifact file {file_name} in {manifest.folder} fails its integrity check: "
-                f"SHA-256 {actual} but the manifest says {expected.sha256}. Refusing to load it."
-            )
+        _check_hash(manifest, file_name, actual, expected.sha256)
+
+
+def _check_hash(manifest: Manifest, file_name: str, actual: str, expected: str) -> None:
+    if actual != expected:
+        raise ArtifactError(
+            f"Artifact file {file_name} in {manifest.folder} fails its integrity check: "
+            f"SHA-256 {actual} but the manifest says {expected}. Refusing to load it."
+        )
 
 
 def verified_bytes(manifest: Manifest, file_name: str) -> bytes:
@@ -243,12 +247,7 @@ def verified_bytes(manifest: Manifest, file_name: str) -> bytes:
         content = manifest.path_of(file_name).read_bytes()
     except OSError as exc:
         raise ArtifactError(f"Cannot read artifact file {manifest.path_of(file_name)}: {exc.strerror or exc}.") from None
-    actual = hashlib.sha256(content).hexdigest()
-    if actual != entry.sha256:
-        raise ArtifactError(
-            f"Artifact file {file_name} in {manifest.folder} fails its integrity check: "
-            f"SHA-256 {actual} but the manifest says {entry.sha256}. Refusing to load it."
-        )
+    _check_hash(manifest, file_name, hashlib.sha256(content).hexdigest(), entry.sha256)
     return content
 
 

@@ -196,6 +196,22 @@ class Predictor:
     def load(self) -> bool:
         """Verify the artifact, open the backend, run one warm-up inference; raise ArtifactError on any fault."""
         started = time.perf_counter()
+        self._open()
+        self.load_seconds = time.perf_counter() - started
+        mark("model_loaded")
+        self._warm_up()
+        mark("warmed_up")
+        self.ready = True
+        return self.ready
+
+    def check(self) -> None:
+        """Everything ``load`` checks, then let the model go (no start-up phase marked): what `irisserve serve`
+        runs before any worker starts, so a bad artifact is one line and exit 2, not a worker's traceback."""
+        self._open()
+        self._warm_up()
+        self._backend = None
+
+    def _open(self) -> None:
         manifest = self.manifest
         if self.backend_name in BACKEND_FILES and BACKEND_FILES[self.backend_name] not in manifest.data.files:
             raise ArtifactError(
@@ -204,12 +220,6 @@ class Predictor:
             )
         verify_files(manifest)
         self._backend = _make_backend(self.backend_name, manifest)
-        self.load_seconds = time.perf_counter() - started
-        mark("model_loaded")
-        self._warm_up()
-        mark("warmed_up")
-        self.ready = True
-        return self.ready
 
     def _warm_up(self) -> None:
         """Pay ONNX Runtime's first-call costs before the first real request does."""

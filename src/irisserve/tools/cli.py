@@ -87,7 +87,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     # A missing, malformed or mismatched artifact (the manifest against the model itself): one line and exit 2,
     # before any worker starts or the port is bound.
-    Predictor(settings.model_dir, backend=settings.backend).load()
+    Predictor(settings.model_dir, backend=settings.backend).check()
     exit_cleanly_on_signals()
     configure_logging(settings)  # the supervisor's own lines (several workers) in the same format as the app's
     config = uvicorn.Config(
