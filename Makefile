@@ -30,8 +30,9 @@ $(MODEL_DIR)/manifest.json: | venv
 	@echo "==> no model in $(MODEL_DIR) yet: training the Iris classifier"
 	$(BIN)/irisserve train --out $(MODEL_DIR)
 
+# Retrains over the earlier Iris artifact (--force replaces only the files irisserve wrote there).
 train: venv
-	$(BIN)/irisserve train --out $(MODEL_DIR)
+	$(BIN)/irisserve train --out $(MODEL_DIR) --force
 
 run: model
 	@echo "==> serving $(MODEL_DIR) on http://127.0.0.1:8000 (Swagger UI at /docs, the model page at /); Ctrl-C stops"

@@ -334,15 +334,21 @@ def test_failed_write_leaves_no_folder_staging_or_new_parents(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_packaging_again_replaces_the_artifact_whole(zoo: dict[str, models_zoo.ZooModel], tmp_path: Path) -> None:
+def test_packaging_again_needs_force_and_replaces_only_its_own_files(zoo: dict[str, models_zoo.ZooModel], tmp_path: Path) -> None:
     estimator, features = _wine(zoo)
     out = tmp_path / "wine" / "1.0.0"
-    package(estimator, features, name="wine", out_dir=out, check_size=SMALL_CHECK)
-    (out / "stale.txt").write_text("from an older artifact")
-    manifest = package(estimator, features, name="wine", out_dir=out, metrics={"accuracy": 0.5}, check_size=SMALL_CHECK)
+    first = package(estimator, features, name="wine", out_dir=out, check_size=SMALL_CHECK)
+    with pytest.raises(PackagingError, match="pass --force"):
+        package(estimator, features, name="wine", out_dir=out, check_size=SMALL_CHECK)
+    manifest = package(estimator, features, name="wine", out_dir=out, metrics={"accuracy": 0.5}, check_size=SMALL_CHECK, force=True)
     assert sorted(path.name for path in out.iterdir()) == [MANIFEST_NAME, ONNX_NAME, PICKLE_NAME]
     assert [path.name for path in out.parent.iterdir()] == ["1.0.0"]
     assert json.loads((out / MANIFEST_NAME).read_text())["metrics"] == manifest["metrics"] == {"accuracy": 0.5}
+    assert manifest["supersedes"] == "1.0.0" and "supersedes" not in first
+    (out / "notes.txt").write_text("the user's")
+    with pytest.raises(PackagingError, match="irisserve did not write .*'notes.txt'"):
+        package(estimator, features, name="wine", out_dir=out, check_size=SMALL_CHECK, force=True)
+    assert (out / "notes.txt").read_text() == "the user's"
 
 
 @pytest.mark.parametrize(

@@ -212,13 +212,17 @@ def test_requests_leave_the_window_after_a_minute(model_dir: Path) -> None:
     assert live.body()["requests"]["total"] == 0 and live.body()["requests"]["p50_ms"] is None
 
 
-def test_the_request_cap_bounds_memory_and_says_what_it_covers(model_dir: Path) -> None:
-    live, clock = iris_live(model_dir, max_requests=100)
-    for _ in range(150):
-        clock.now += 0.1
-        live.record_request("GET", "/health", 200, 0.001)
+def test_requests_are_counted_over_a_real_minute_at_any_rate_in_bounded_memory(model_dir: Path) -> None:
+    live, clock = iris_live(model_dir, max_durations_per_second=100)
+    for _ in range(60):  # 60 s at 1,000 requests a second: every one counted, 100 durations kept per second
+        clock.now += 1
+        for ms in range(1000):
+            live.record_request("POST", "/predict", 200 if ms % 100 else 422, (ms + 1) / 1000)
     requests = live.body()["requests"]
-    assert requests["total"] == 100 and requests["covered_seconds"] == pytest.approx(9.9)
+    assert requests["total"] == 60_000 and requests["errors"] == 600 and requests["covered_seconds"] == 60
+    assert requests["routes"]["POST /predict"]["statuses"] == {"200": 59_400, "422": 600}
+    assert 0.35 < requests["p50_ms"] / 1000 < 0.65  # from the uniform sample: the true p50 is 0.5 s
+    assert sum(len(counts.durations) for _, routes in live._seconds for counts in routes.values()) <= 61 * 100
 
 
 def test_a_regressor_reports_its_values(model_dir: Path) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -25,6 +27,26 @@ MAX_ERRORS_NAMED = 3
 _CHUNK = 1 << 20
 
 Task = Literal["classification", "regression"]
+# A model's name and version name folders and appear in URLs and page titles: `irisserve package` writes only
+# these, and loading refuses anything else (a hand-edited manifest cannot put markup into a page).
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+MAX_IDENTITY_CHARS = 100  # a folder name is at most 255 bytes; URLs and labels stay readable
+
+
+def identity_problem(name: str, version: str) -> str | None:
+    """What is wrong with a model name or version, or None: the one rule for packaging and loading."""
+    if not NAME_PATTERN.fullmatch(name) or len(name) > MAX_IDENTITY_CHARS:
+        return f"model name {name[:MAX_IDENTITY_CHARS]!r} is not allowed; use [a-z0-9][a-z0-9_.-]*, at most {MAX_IDENTITY_CHARS} characters (it names the model in URLs)"
+    if not VERSION_PATTERN.fullmatch(version) or len(version) > MAX_IDENTITY_CHARS:
+        return f"version {version[:MAX_IDENTITY_CHARS]!r} is not allowed; use letters, digits and _ . + -, at most {MAX_IDENTITY_CHARS} characters (it names a folder)"
+    return None
+
+
+def control_characters(text: str) -> bool:
+    """Whether ``text`` holds a control character (NUL, newline...): refused in feature and class names, which
+    become JSON keys, Prometheus labels and page text."""
+    return any(unicodedata.category(char) == "Cc" for char in text)
 
 
 def sha256_file(path: Path) -> str:
@@ -43,9 +65,12 @@ class _Entry(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
 
+Finite = Field(allow_inf_nan=False)
+
+
 class FeatureBins(_Entry):
-    edges: list[float]
-    shares: list[float]
+    edges: list[Annotated[float, Finite]]
+    shares: list[Annotated[float, Finite]]
 
     @model_validator(mode="after")
     def _one_share_per_bin(self) -> FeatureBins:
@@ -58,10 +83,18 @@ class FeatureEntry(_Entry):
     name: str = Field(..., min_length=1)
     type: Literal["number"] = "number"
     description: str | None = None
-    exclusive_minimum: float | None = None
-    min: float
-    max: float
+    exclusive_minimum: Annotated[float, Finite] | None = None
+    min: Annotated[float, Finite]
+    max: Annotated[float, Finite]
     bins: FeatureBins | None = None
+
+    @model_validator(mode="after")
+    def _sane(self) -> FeatureEntry:
+        if control_characters(self.name):
+            raise ValueError(f"feature name {self.name[:60]!r} holds a control character")
+        if self.min > self.max:
+            raise ValueError(f"feature {self.name[:60]!r} has min {self.min} above max {self.max}")
+        return self
 
 
 class FileEntry(_Entry):
@@ -101,6 +134,11 @@ class ManifestData(_Entry):
 
     @model_validator(mode="after")
     def _consistent(self) -> ManifestData:
+        problem = identity_problem(self.name, self.version)
+        if problem:
+            raise ValueError(problem)
+        if any(control_characters(target) for target in self.targets) or len(set(self.targets)) != len(self.targets):
+            raise ValueError(f"targets must be distinct names without control characters, not {[t[:60] for t in self.targets[:10]]}")
         names = [feature.name for feature in self.features]
         if len(set(names)) != len(names):
             raise ValueError(f"feature names repeat: {sorted({n for n in names if names.count(n) > 1})}")
@@ -189,11 +227,28 @@ def verify_files(manifest: Manifest) -> None:
             actual = sha256_file(path)
         except OSError as exc:
             raise ArtifactError(f"Cannot read artifact file {path}: {exc.strerror or exc}.") from None
-        if actual != expected.sha256:
-            raise ArtifactError(
-                f"Artifact file {file_name} in {manifest.folder} fails its integrity check: "
-                f"SHA-256 {actual} but the manifest says {expected.sha256}. Refusing to load it."
-            )
+        _check_hash(manifest, file_name, actual, expected.sha256)
+
+
+def _check_hash(manifest: Manifest, file_name: str, actual: str, expected: str) -> None:
+    if actual != expected:
+        raise ArtifactError(
+            f"Artifact file {file_name} in {manifest.folder} fails its integrity check: "
+            f"SHA-256 {actual} but the manifest says {expected}. Refusing to load it."
+        )
+
+
+def verified_bytes(manifest: Manifest, file_name: str) -> bytes:
+    """A listed file's bytes, read once and checked against the manifest's SHA-256 before anyone uses them."""
+    entry = manifest.data.files.get(file_name)
+    if entry is None:
+        raise ArtifactError(f"{manifest.path_of(MANIFEST_NAME)} does not list {file_name} in files; refusing to open it unverified.")
+    try:
+        content = manifest.path_of(file_name).read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"Cannot read artifact file {manifest.path_of(file_name)}: {exc.strerror or exc}.") from None
+    _check_hash(manifest, file_name, hashlib.sha256(content).hexdigest(), entry.sha256)
+    return content
 
 
 def load_verified_manifest(folder: Path) -> Manifest:

@@ -66,6 +66,21 @@ class UnsupportedMediaTypeError(IrisServeError):
     status_code = 415
 
 
+class ModelOutputError(IrisServeError):
+    """The model's output is not finite (NaN or an infinity) for some rows: inputs beyond what it can compute.
+
+    Such a value is never sent as JSON nor counted in the live figures, drift or metrics; ``rows`` are the
+    offending rows' indexes in the request."""
+
+    status_code = 422
+    MESSAGE = "the model's output is not finite for this input; send values nearer the training range"
+
+    def __init__(self, rows: list[int]) -> None:
+        shown = ", ".join(map(str, rows[:10])) + (f" (and {len(rows) - 10} more)" if len(rows) > 10 else "")
+        super().__init__(f"Row {shown}: {self.MESSAGE}.")
+        self.rows = rows
+
+
 class RequestValidationFailed(IrisServeError):
     """The body breaks the schema (or is not JSON); ``detail`` is FastAPI's list of error objects."""
 

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+import pydantic_core
 from pydantic import BaseModel, ValidationError
 
 from irisserve.core.errors import (
     BadRequestError,
+    ModelOutputError,
     PayloadTooLargeError,
     RequestValidationFailed,
     UnsupportedMediaTypeError,
@@ -42,6 +45,15 @@ DISCARD_MAX_BYTES = 16 * 1024 * 1024
 TOO_DEEP = "The request body is nested too deeply to parse; send a flat JSON object of feature names and numbers."
 NUMBER_TOO_LONG = "The request body holds a number too long to parse; send features as ordinary decimal numbers."
 NOT_UTF8 = "The request body is not UTF-8 text; send JSON encoded as UTF-8."
+LONE_SURROGATE = (
+    "The request body holds a lone UTF-16 surrogate escape (such as \\ud800), which is not a character; "
+    "send feature names and text as valid Unicode."
+)
+# Past this many fields more than the model has features, an object is refused from its key count alone: a 1 MiB
+# body of 100,000 unknown keys cost pydantic 0.6-4 s of CPU to word 100,000 errors nobody reads.
+EXTRA_FIELDS_MARGIN = MAX_ERRORS_SHOWN
+# A JSON escape of a UTF-16 surrogate (\ud800-\udfff): only then can a decoded string hold a lone one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 # Called after each model call with the spec, the float32 matrix the model saw ([rows, features]), the
 # predictions, each row's out-of-range features and the seconds the model took: the web service counts them in
@@ -96,7 +108,7 @@ def decode_json(body: bytes) -> Any:
     if not body.strip():
         raise RequestValidationFailed([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}])
     try:
-        return json.loads(body)
+        payload = json.loads(body)
     except json.JSONDecodeError as exc:
         raise RequestValidationFailed(
             [{"type": "json_invalid", "loc": ["body", exc.pos], "msg": "JSON decode error", "input": {}, "ctx": {"error": exc.msg}}]
@@ -107,22 +119,60 @@ def decode_json(body: bytes) -> Any:
         raise BadRequestError(TOO_DEEP) from None
     except ValueError:  # int() past sys.get_int_max_str_digits()
         raise BadRequestError(NUMBER_TOO_LONG) from None
+    if _SURROGATE_ESCAPE.search(body) and _holds_lone_surrogate(payload):
+        raise BadRequestError(LONE_SURROGATE)
+    return payload
+
+
+def decode_json_quickly(body: bytes) -> Any:
+    """``decode_json`` for a body already known to be wrong (a great many keys): pydantic's JSON parser, faster
+    than the json module on a 1 MiB object; anything it refuses is decoded again by ``decode_json`` to word why."""
+    try:
+        return pydantic_core.from_json(body)
+    except ValueError:
+        return decode_json(body)
+
+
+def _holds_lone_surrogate(payload: Any) -> bool:
+    """Whether a decoded value holds a string UTF-8 cannot encode (a lone surrogate): echoed, it would fail."""
+    try:
+        json.dumps(payload, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_text(text: str) -> None:
+    """Refuse a string that came through a fast path (the V2 ``id``) if UTF-8 cannot encode it."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise BadRequestError(LONE_SURROGATE) from None
 
 
 # --- validate ---------------------------------------------------------------------------------------
 
 
-def json_safe_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def json_safe_errors(errors: Sequence[Mapping[str, Any]], total: int | None = None) -> list[dict[str, Any]]:
     """Validation errors as FastAPI shows them (type, loc, msg, input, ctx), made JSON-safe and capped.
 
     FastAPI's own handler echoes ``input`` verbatim and fails with a 500 when it holds NaN or an
     infinity; here those become strings ("nan", "inf"). At most MAX_ERRORS_SHOWN errors are listed, then
     one entry saying how many more; a large echoed input is replaced by a note of its size."""
-    shown = [_json_safe({key: value for key, value in error.items() if key != "url"}) for error in errors[:MAX_ERRORS_SHOWN]]
-    for error in shown:
-        error["input"] = _shrink(error.get("input"))
-    if len(errors) > MAX_ERRORS_SHOWN:
-        more = len(errors) - MAX_ERRORS_SHOWN
+    shown = []
+    for error in errors[:MAX_ERRORS_SHOWN]:
+        cut = {key: value for key, value in error.items() if key not in ("url", "input")}
+        if isinstance(cut.get("loc"), (list, tuple)):
+            cut["loc"] = [_cut(part) for part in cut["loc"]]  # a 1,000,000-character unknown key
+        if isinstance(cut.get("ctx"), Mapping):
+            cut["ctx"] = {key: _cut(value) for key, value in cut["ctx"].items()}
+        safe = _json_safe(cut)
+        safe["input"] = _shrink(_json_safe(_cut(error.get("input"))))  # cut first: the input may be the whole body
+        shown.append(safe)
+    total = len(errors) if total is None else total
+    if total > MAX_ERRORS_SHOWN:
+        more = total - MAX_ERRORS_SHOWN
         shown.append({"type": "too_many_errors", "loc": ["body"], "msg": f"{more} more errors not shown; fix these first.", "input": None})
     return shown
 
@@ -141,12 +191,18 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
     return str(value)
 
 
-def _shrink(value: Any) -> Any:
+def _cut(value: Any) -> Any:
+    """A long string cut short, a large object or array replaced by a note of its size (cheap: no encoding)."""
     if isinstance(value, (dict, list)) and len(value) > MAX_INPUT_ITEMS_ECHOED:
         kind = "object with" if isinstance(value, dict) else "array of"
         return f"<{kind} {len(value)} items, not echoed>"
     if isinstance(value, str) and len(value) > MAX_INPUT_CHARS_ECHOED:
         return value[:MAX_INPUT_CHARS_ECHOED] + f"... <{len(value)} characters, cut>"
+    return value
+
+
+def _shrink(value: Any) -> Any:
+    value = _cut(value)
     if isinstance(value, (dict, list)) and len(encode_json(value)) > MAX_INPUT_CHARS_ECHOED * 5:
         return f"<{'object' if isinstance(value, dict) else 'array'} of {len(encode_json(value))} bytes, not echoed>"
     return value
@@ -182,6 +238,10 @@ class RequestPipeline:
         self._mins = [feature.minimum for feature in spec.features]
         self._maxs = [feature.maximum for feature in spec.features]
         self._targets = list(spec.targets)
+        self._instances_is_feature = "instances" in self._names
+        # In a valid body every ':' and '{' belongs to JSON syntax or a feature name (names may hold them).
+        self._row_colons = len(self._names) + sum(encode_json(name).count(b":") for name in self._names)
+        self._row_braces = 1 + sum(encode_json(name).count(b"{") for name in self._names)
 
     def check_body_size(self, size: int) -> None:
         if size > self.limits.max_body_bytes:
@@ -205,7 +265,18 @@ class RequestPipeline:
         self.check_body_size(len(body))
         rows, batch = self._rows(body, batch)
         parsed = time.perf_counter()
-        answers = self.answers(rows)
+        try:
+            answers = self.answers(rows)
+        except ModelOutputError as exc:  # FastAPI's 422 shape, naming each row as a schema error would
+            raise RequestValidationFailed(
+                json_safe_errors(
+                    [
+                        {"type": "model_output_not_finite", "loc": ["body", "instances", row] if batch else ["body"],
+                         "msg": exc.MESSAGE[:1].upper() + exc.MESSAGE[1:], "input": None}
+                        for row in exc.rows
+                    ]
+                )
+            ) from None
         predicted = time.perf_counter()
         encoded = encode_json({"predictions": answers, "model_version": self.spec.version} if batch else answers[0])
         timing = f"parse;dur={(parsed - started) * 1e3:.3f}, predict;dur={(predicted - parsed) * 1e3:.3f}"
@@ -216,26 +287,64 @@ class RequestPipeline:
 
         A valid body is parsed and validated by one pydantic call on its bytes; anything else takes the
         decode-then-validate path, which alone words the errors (FastAPI's 422 bodies, the limits' 400/413)."""
-        as_batch = batch if batch is not None else b'"instances"' in body
-        try:
-            if as_batch:
-                instances = self.spec.batch_model.model_validate_json(body).instances  # type: ignore[attr-defined]
-                check_batch_size(len(instances), self.limits.max_batch_size)
-                return [row_values(row) for row in instances], True
-            return [row_values(self.spec.request_model.model_validate_json(body))], False
-        except ValidationError:
-            pass
-        payload = decode_json(body)
+        as_batch = batch if batch is not None else (b'"instances"' in body and not self._instances_is_feature)
+        may_be_valid = self._may_be_valid(body, as_batch)
+        if may_be_valid:
+            try:
+                if as_batch:
+                    instances = self.spec.batch_model.model_validate_json(body).instances  # type: ignore[attr-defined]
+                    check_batch_size(len(instances), self.limits.max_batch_size)
+                    return [row_values(row) for row in instances], True
+                return [row_values(self.spec.request_model.model_validate_json(body))], False
+            except ValidationError:
+                pass
+        payload = decode_json(body) if may_be_valid else decode_json_quickly(body)
         if batch is None:
-            batch = isinstance(payload, dict) and "instances" in payload
+            batch = self.is_batch(payload)
         if batch:
             return self._batch_rows(payload), True
+        self._check_field_count(payload, ["body"])
         return [row_values(validate(self.spec.request_model, payload))], False
+
+    def is_batch(self, payload: Any) -> bool:
+        """The function's one URL: a batch is an object with ``instances``, unless that is a feature holding a number."""
+        if not isinstance(payload, dict) or "instances" not in payload:
+            return False
+        return not self._instances_is_feature or isinstance(payload["instances"], list)
+
+    def _may_be_valid(self, body: bytes, batch: bool) -> bool:
+        """Whether the body's ``:`` count allows a valid body (each key has one; valid bodies hold no other
+        strings): a body with far more keys skips pydantic's parse, which words one error per key, slowly."""
+        colons = body.count(b":")
+        if not batch:
+            return colons <= self._row_colons
+        rows = (body.count(b"{") - 1) // self._row_braces
+        return colons <= 1 + min(rows, self.limits.max_batch_size) * self._row_colons
+
+    def _check_field_count(self, row: Any, loc: list[Any]) -> None:
+        """Refuse an object with far more fields than the model has features from its keys alone, in the 422
+        shape pydantic would give (missing features, then unknown fields), without validating each one."""
+        if not isinstance(row, dict) or len(row) <= len(self._names) + EXTRA_FIELDS_MARGIN:
+            return
+        missing = [name for name in self._names if name not in row]
+        errors: list[dict[str, Any]] = [
+            {"type": "missing", "loc": [*loc, name], "msg": "Field required", "input": row} for name in missing[:MAX_ERRORS_SHOWN]
+        ]
+        known = set(self._names)
+        for key, value in row.items():
+            if len(errors) >= MAX_ERRORS_SHOWN:
+                break
+            if key not in known:
+                errors.append({"type": "extra_forbidden", "loc": [*loc, key], "msg": "Extra inputs are not permitted", "input": value})
+        unknown = len(row) - (len(self._names) - len(missing))
+        raise RequestValidationFailed(json_safe_errors(errors, total=len(missing) + unknown))
 
     def _batch_rows(self, payload: Any) -> list[list[float]]:
         instances = payload.get("instances") if isinstance(payload, dict) else None
         if isinstance(instances, list):  # before validation: a 1 MiB body holds 60,000 bad rows
             check_batch_size(len(instances), self.limits.max_batch_size)
+            for index, row in enumerate(instances):
+                self._check_field_count(row, ["body", "instances", index])
         batch = validate(self.spec.batch_model, payload)
         return [row_values(row) for row in batch.instances]
 

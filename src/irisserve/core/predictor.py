@@ -6,6 +6,7 @@ body (that is ``pipeline.py``'s job) and reads no environment.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Sequence
@@ -17,18 +18,22 @@ from typing import Literal, Protocol
 import numpy as np
 
 from irisserve.core.artifact import (
+    MANIFEST_NAME,
     ONNX_NAME,
     PICKLE_NAME,
     Manifest,
     read_manifest,
+    verified_bytes,
     verify_files,
 )
-from irisserve.core.errors import ArtifactError, ModelNotReadyError
+from irisserve.core.errors import ArtifactError, ModelNotReadyError, ModelOutputError
 from irisserve.core.spec import ModelSpec
 from irisserve.core.startup import mark
 
 Backend = Literal["onnx", "sklearn"]
 BACKENDS: tuple[Backend, ...] = ("onnx", "sklearn")
+# The one file each backend opens: it must be listed in manifest.files with its hash (else the artifact is refused).
+BACKEND_FILES: dict[Backend, str] = {"onnx": ONNX_NAME, "sklearn": PICKLE_NAME}
 PROBABILITY_DECIMALS = 6
 
 logger = logging.getLogger("irisserve")
@@ -98,10 +103,18 @@ class OnnxBackend:
             ) from None
         outputs = manifest.data.onnx.outputs
         self._output = outputs.get("probabilities") or outputs["prediction"]
-        self._input_name = self._session.get_inputs()[0].name
+        model_input = self._session.get_inputs()[0]
+        self._input_name = model_input.name
         known = [output.name for output in self._session.get_outputs()]
         if self._output not in known:
-            raise ArtifactError(f"{path} has outputs {known}; the manifest names {self._output!r}.")
+            raise ArtifactError(f"{path} has outputs {known}; {manifest_path(manifest)} onnx.outputs names {self._output!r}.")
+        width = model_input.shape[-1] if model_input.shape else None
+        declared = len(manifest.data.features)
+        if isinstance(width, int) and width != declared:
+            raise ArtifactError(
+                f"{manifest_path(manifest)} declares {declared} features but {ONNX_NAME} takes {width}; "
+                "the manifest does not describe this model."
+            )
 
     def run(self, matrix: np.ndarray) -> np.ndarray:
         return self._session.run([self._output], {self._input_name: matrix})[0]
@@ -123,7 +136,8 @@ class SklearnBackend:
                 f"unpickling across versions can give wrong answers. Install scikit-learn=={trained_with}, "
                 f"rebuild the artifact, or use IRISSERVE_BACKEND=onnx."
             )
-        self._model = joblib.load(manifest.path_of(PICKLE_NAME))
+        # Unpickled from the very bytes whose hash was just checked: the file cannot change in between.
+        self._model = joblib.load(io.BytesIO(verified_bytes(manifest, PICKLE_NAME)))
         self._classifier = manifest.data.task == "classification"
         self._names = [feature.name for feature in manifest.data.features]
 
@@ -134,6 +148,10 @@ class SklearnBackend:
 
             rows = pandas.DataFrame(matrix, columns=self._names)
         return self._model.predict_proba(rows) if self._classifier else self._model.predict(rows)
+
+
+def manifest_path(manifest: Manifest) -> str:
+    return str(manifest.path_of(MANIFEST_NAME))
 
 
 def _make_backend(name: Backend, manifest: Manifest) -> ModelBackend:
@@ -178,9 +196,7 @@ class Predictor:
     def load(self) -> bool:
         """Verify the artifact, open the backend, run one warm-up inference; raise ArtifactError on any fault."""
         started = time.perf_counter()
-        manifest = self.manifest
-        verify_files(manifest)
-        self._backend = _make_backend(self.backend_name, manifest)
+        self._open()
         self.load_seconds = time.perf_counter() - started
         mark("model_loaded")
         self._warm_up()
@@ -188,17 +204,68 @@ class Predictor:
         self.ready = True
         return self.ready
 
+    def check(self) -> None:
+        """Everything ``load`` checks, then let the model go (no start-up phase marked): what `irisserve serve`
+        runs before any worker starts, so a bad artifact is one line and exit 2, not a worker's traceback."""
+        self._open()
+        self._warm_up()
+        self._backend = None
+
+    def _open(self) -> None:
+        manifest = self.manifest
+        if self.backend_name in BACKEND_FILES and BACKEND_FILES[self.backend_name] not in manifest.data.files:
+            raise ArtifactError(
+                f"{manifest_path(manifest)} does not list {BACKEND_FILES[self.backend_name]} in files (with its SHA-256), "
+                f"which the {self.backend_name} backend loads; refusing to load an unverified file."
+            )
+        verify_files(manifest)
+        self._backend = _make_backend(self.backend_name, manifest)
+
     def _warm_up(self) -> None:
         """Pay ONNX Runtime's first-call costs before the first real request does."""
         started = time.perf_counter()
-        self.predict(np.asarray([self.spec.middle_row()], dtype=np.float32), check_ready=False)
+        row = np.asarray([self.spec.middle_row()], dtype=np.float32)
+        try:
+            output = np.asarray(self.backend.run(row))
+        except Exception as exc:  # noqa: BLE001 - a backend raises its own untyped errors for a mismatched model
+            raise ArtifactError(
+                f"{manifest_path(self.manifest)} does not describe this model: one row of its {len(self.spec.features)} "
+                f"features fails ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})."
+            ) from None
+        self._check_output_shape(output)
+        try:
+            self.predict(row, check_ready=False)  # and the answer's own first-call costs
+        except ModelOutputError:
+            raise ArtifactError(
+                f"The model's output is not finite for the middle of its training ranges ({manifest_path(self.manifest)})."
+            ) from None
         self.warmup_seconds = time.perf_counter() - started
+
+    def _check_output_shape(self, output: np.ndarray) -> None:
+        """A classifier answers [1, len(targets)], a regressor [1] or [1, 1]: else the manifest's targets or task
+        do not match the model, and every prediction would fail."""
+        targets = len(self.spec.targets)
+        if self.spec.is_classifier:
+            fits = output.shape == (1, targets)
+            wanted = f"[1, {targets}] (one probability per target)"
+        else:
+            fits = output.shape in ((1,), (1, 1))
+            wanted = "[1] (one value per row)"
+        if not fits:
+            raise ArtifactError(
+                f"{manifest_path(self.manifest)} says task {self.spec.task!r} with {targets} targets {list(self.spec.targets)[:10]}, "
+                f"so the model should answer one row with shape {wanted}; it answers {list(output.shape)}."
+            )
 
     def predict(self, matrix: np.ndarray, *, check_ready: bool = True) -> Predictions:
         """Predict every row of a float32 matrix [N, n_features] (features in the spec's order) in one call."""
         if check_ready and not self.ready:
             raise ModelNotReadyError("The model is not loaded yet; retry shortly.")
         output = self.backend.run(matrix)
+        finite = np.isfinite(output)
+        if not finite.all():  # inputs beyond what the model computes (1e38 times a coefficient): never sent nor counted
+            bad = finite.reshape(len(matrix), -1).all(axis=1)
+            raise ModelOutputError(np.flatnonzero(~bad).tolist())
         if self.spec.is_classifier:
             decided = [decide(row) for row in output.tolist()]
             return ClassPredictions([class_id for _, class_id in decided], [rounded for rounded, _ in decided])

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -39,6 +41,8 @@ from irisserve.ops.lifecycle import MULTIPROC_ENV
 PREFIX = "irisserve"
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 INFERENCE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+# Gauges computed on demand (drift) are refreshed by a scrape at most this often; Prometheus scrapes every 15-60 s.
+REFRESH_SECONDS = 1.0
 
 # The *_created series double the scrape for no use here (Prometheus derives resets from the counters).
 disable_created_metrics()
@@ -179,12 +183,28 @@ async def read_metrics(request: Request) -> Response:
     return Response(metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
 
-def metrics_endpoint(before_scrape: Callable[[], None]) -> Callable[[Request], Awaitable[Response]]:
-    """The scrape endpoint, calling ``before_scrape`` first (to refresh gauges computed on demand, such as drift)."""
+def metrics_endpoint(
+    before_scrape: Callable[[], None], *, refresh_seconds: float = REFRESH_SECONDS, clock: Callable[[], float] = time.monotonic
+) -> Callable[[Request], Awaitable[Response]]:
+    """The scrape endpoint: ``before_scrape`` (refreshing gauges computed on demand, such as drift) at most once per
+    ``refresh_seconds``, then the text, both on a worker thread.
+
+    Binning a 500-feature model's 10,000-row drift window takes ~70 ms and rendering its series ~3 ms: on the
+    event loop, four scrapers pushed /predict's p50 from 0.6 to 72 ms. Off the loop (NumPy releases the GIL
+    while binning) the loop only hands the work over; scrapes in a row share one refresh."""
+    refreshed = [-math.inf]
+    lock = threading.Lock()
+
+    def render() -> bytes:
+        with lock:  # concurrent scrapers wait for one refresh instead of each binning the window
+            now = clock()
+            if now - refreshed[0] >= refresh_seconds:
+                before_scrape()
+                refreshed[0] = now
+        return metrics_text()
 
     async def read_fresh_metrics(request: Request) -> Response:
-        before_scrape()
-        return await read_metrics(request)
+        return Response(await anyio.to_thread.run_sync(render), media_type=CONTENT_TYPE_LATEST)
 
     return read_fresh_metrics
 

@@ -14,13 +14,23 @@ from irisserve.core.errors import IrisServeError
 
 # irisserve-bench (bench/ in the repository) is a distribution of its own, so the serving wheel carries no benchmark.
 BENCH_MISSING = "irisserve bench: the benchmark is a separate distribution; install it with `pip install -e bench` (make venv does)."
+FORCE_HELP = (
+    "Replace an earlier artifact of the same name and version at --out (only the files irisserve wrote there); "
+    "without it an existing artifact is never overwritten."
+)
+PACKAGE_DESCRIPTION = (
+    "Check, convert to ONNX and write a fitted estimator as a served artifact. Packaging loads the model file: a "
+    "joblib/pickle file runs whatever code it holds when loaded, so give it only files you trust (yours, or from "
+    "a source you trust). A .skops file is the safe format: it is loaded with skops.io and an explicit list of "
+    "trusted scikit-learn and NumPy types, and refused if it holds anything else."
+)
 
 
 def _train(args: argparse.Namespace) -> int:
     from irisserve.tools.training import train
 
     out = args.out or Path("models") / "iris" / args.version
-    manifest = train(out, version=args.version)
+    manifest = train(out, version=args.version, force=args.force)
     metrics = manifest["metrics"]
     check = manifest["onnx"]["export_check"]
     print(
@@ -36,10 +46,10 @@ def _package(args: argparse.Namespace) -> int:
     from irisserve.tools.packaging import default_name, package_files
 
     started = time.perf_counter()
-    name = args.name or default_name(args.model)
+    name = default_name(args.model) if args.name is None else args.name  # --name "" is refused, not replaced
     out = args.out or Path("models") / name / args.version
     manifest = package_files(
-        args.model, args.data, target_column=args.target, name=name, version=args.version, out_dir=out
+        args.model, args.data, target_column=args.target, name=name, version=args.version, out_dir=out, force=args.force
     )
     print(_package_summary(manifest, out, time.perf_counter() - started))
     return 0
@@ -68,7 +78,7 @@ def _package_summary(manifest: dict[str, Any], out: Path, seconds: float) -> str
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from irisserve.core.artifact import read_manifest
+    from irisserve.core.predictor import Predictor
     from irisserve.core.settings import ENV_PREFIX, get_settings
     from irisserve.ops.lifecycle import exit_cleanly_on_signals, multiprocess_metrics_dir
     from irisserve.ops.request_log import configure_logging
@@ -78,7 +88,9 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ[f"{ENV_PREFIX}MODEL_DIR"] = str(args.model_dir.resolve())
         get_settings.cache_clear()
     settings = get_settings()
-    read_manifest(settings.model_dir)  # a missing or malformed artifact: one line and exit 2, before any worker starts
+    # A missing, malformed or mismatched artifact (the manifest against the model itself): one line and exit 2,
+    # before any worker starts or the port is bound.
+    Predictor(settings.model_dir, backend=settings.backend).check()
     exit_cleanly_on_signals()
     configure_logging(settings)  # the supervisor's own lines (several workers) in the same format as the app's
     config = uvicorn.Config(
@@ -135,17 +147,25 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="Train the model and write the artifact folder.")
     train.add_argument("--out", type=Path, help="Artifact folder (default models/iris/<version>).")
     train.add_argument("--version", default="1.0.0", help="Model version recorded in the manifest.")
+    train.add_argument("--force", action="store_true", help=FORCE_HELP)
     train.set_defaults(handler=_train)
 
     package = commands.add_parser(
-        "package", help="Package a fitted scikit-learn classifier or regressor (joblib file + CSV) as an artifact folder."
+        "package",
+        help="Package a fitted scikit-learn classifier or regressor (joblib or skops file + CSV) as an artifact folder.",
+        description=PACKAGE_DESCRIPTION,
     )
-    package.add_argument("--model", type=Path, required=True, help="The fitted estimator, saved with joblib.dump.")
+    package.add_argument(
+        "--model", type=Path, required=True,
+        help="The fitted estimator: a .skops file (skops.io.dump; loaded with scikit-learn's types only), or a "
+        "joblib/pickle file (joblib.dump), which is LOADED AS PYTHON CODE: only a file you trust.",
+    )
     package.add_argument("--data", type=Path, required=True, help="CSV of training (or sample) rows; header = feature names.")
     package.add_argument("--target", help="The CSV's target column: scored for metrics, not a feature.")
     package.add_argument("--name", help="Model name, [a-z0-9][a-z0-9_.-]* (default: the model file's name).")
     package.add_argument("--version", default="1.0.0", help="Model version recorded in the manifest.")
     package.add_argument("--out", type=Path, help="Artifact folder (default models/<name>/<version>).")
+    package.add_argument("--force", action="store_true", help=FORCE_HELP)
     package.set_defaults(handler=_package)
 
     serve = commands.add_parser("serve", help="Serve the web API with uvicorn (settings from IRISSERVE_* and PORT).")

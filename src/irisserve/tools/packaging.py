@@ -6,6 +6,7 @@ by one rename, or not at all."""
 
 from __future__ import annotations
 
+import csv
 import io
 import platform
 import re
@@ -28,12 +29,14 @@ from sklearn.metrics import (
 
 from irisserve.core.artifact import (
     FORMAT_VERSION,
+    NAME_PATTERN,
     ONNX_NAME,
     PICKLE_NAME,
     describe_file,
+    identity_problem,
 )
 from irisserve.tools import onnx_export
-from irisserve.tools.atomic_write import write_artifact
+from irisserve.tools.atomic_write import check_destination, superseded_version, write_artifact
 from irisserve.tools.errors import PackagingError, listed, one_line, root_cause
 from irisserve.tools.estimators import (
     EstimatorSpec,
@@ -53,9 +56,24 @@ from irisserve.tools.features import (
 __all__ = ["DEFAULT_VERSION", "FeatureNote", "PackagingError", "default_name", "package", "package_files"]
 
 DEFAULT_VERSION = "1.0.0"
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]*")
-VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 REGRESSION_TARGET = "prediction"
+SKOPS_SUFFIX = ".skops"
+# Types skops does not trust by default that scikit-learn's own estimators hold (trees, gradient boosting's
+# predictors, losses); a .skops file holding any other is refused before it is loaded.
+SKOPS_TRUSTED_TYPES = frozenset({
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn._loss.link.IdentityLink",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.link.MultinomialLogit",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn._loss.loss.HalfMultinomialLoss",
+    "sklearn._loss.loss.HalfSquaredError",
+    "sklearn._loss._loss.CyHalfBinomialLoss",
+    "sklearn._loss._loss.CyHalfMultinomialLoss",
+    "sklearn._loss._loss.CyHalfSquaredError",
+})
 LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "joblib")
 
 
@@ -74,13 +92,17 @@ def package(
     metrics: Mapping[str, Any] | None = None,
     graph_name: str | None = None,
     check_size: int = onnx_export.EXPORT_CHECK_POINTS,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Check, convert and compare ``estimator`` on ``features``, then write ``out_dir`` atomically; return the manifest.
 
     ``target`` (the rows' true values) adds metrics; ``target_names`` renames the classes (in ``classes_``
     order) or the regression output; ``metrics`` are added to, and override, the computed ones;
-    ``graph_name`` defaults to ``name``."""
+    ``graph_name`` defaults to ``name``. ``out_dir`` must be new or empty, or with ``force`` an earlier
+    artifact of the same name and version (``atomic_write.check_destination``)."""
     _check_identity(name, version)
+    out_dir = Path(out_dir)
+    check_destination(out_dir, name=name, version=version, force=force)  # refused before minutes of export
     spec = inspect_estimator(estimator)
     frame = feature_frame(features, feature_names)
     names = [str(column) for column in frame.columns]
@@ -96,9 +118,10 @@ def package(
     minimums = [notes.get(feature, {}).get("exclusive_minimum") for feature in names]
     check = _check_export(estimator, spec, onnx_bytes, outputs, values, minimums, check_size)
     pickle_bytes = _pickle(estimator, spec)
+    supersedes = superseded_version(out_dir, name)
 
     def manifest_for(folder: Path) -> dict[str, Any]:
-        return {
+        manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "name": name,
             "version": version,
@@ -114,9 +137,12 @@ def package(
             "onnx": {"input_name": onnx_export.ONNX_INPUT, "outputs": outputs, "export_check": check.as_manifest()},
             "files": {file_name: describe_file(folder / file_name) for file_name in (ONNX_NAME, PICKLE_NAME)},
         }
+        if supersedes is not None:
+            manifest["supersedes"] = supersedes
+        return manifest
 
     try:
-        return write_artifact(Path(out_dir), {ONNX_NAME: onnx_bytes, PICKLE_NAME: pickle_bytes}, manifest_for)
+        return write_artifact(out_dir, {ONNX_NAME: onnx_bytes, PICKLE_NAME: pickle_bytes}, manifest_for, force=force)
     except OSError as exc:
         raise PackagingError(f"Cannot write the artifact to {out_dir}: {one_line(exc)}") from None
 
@@ -130,17 +156,24 @@ def package_files(
     version: str = DEFAULT_VERSION,
     out_dir: Path,
     check_size: int = onnx_export.EXPORT_CHECK_POINTS,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """`irisserve package`: a joblib/pickle file, and a CSV whose header names the features (plus the optional target)."""
+    """`irisserve package`: a joblib/pickle (or skops) file, and a CSV whose header names the features (plus the
+    optional target). A pickle runs code when loaded: only give it files you trust."""
     _check_identity(name, version)
-    table = _read_csv(Path(csv_path))
+    check_destination(Path(out_dir), name=name, version=version, force=force)
+    table = _read_csv(Path(csv_path), text_column=target_column)
     target = None
     if target_column is not None:
         if target_column not in table.columns:
             raise PackagingError(f"{csv_path} has no column {target_column!r} (--target); its columns are {listed(table.columns)}.")
         target = table.pop(target_column)
     estimator = _load_model(Path(model_path))
-    return package(estimator, table, target=target, name=name, version=version, out_dir=out_dir, check_size=check_size)
+    if target is not None:
+        target = _as_labels_of(estimator, target)
+    return package(
+        estimator, table, target=target, name=name, version=version, out_dir=out_dir, check_size=check_size, force=force
+    )
 
 
 def default_name(model_path: Path) -> str:
@@ -151,21 +184,43 @@ def default_name(model_path: Path) -> str:
     return candidate
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, *, text_column: str | None = None) -> pd.DataFrame:
+    """The CSV, its header checked first (pandas would rename a repeated column to "a.1"); ``text_column`` (the
+    target) is read as text, so labels "1" and "1.0" stay two labels."""
     try:
-        table = pd.read_csv(path)
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle), [])
+        repeated = sorted({column for column in header if header.count(column) > 1})
+        if repeated:
+            raise PackagingError(f"{path} names the column(s) {listed(repeated)} more than once; give every column its own name.")
+        table = pd.read_csv(path, dtype={text_column: str} if text_column in header else None)
     except FileNotFoundError:
         raise PackagingError(f"No CSV file at {path}.") from None
-    except (OSError, ValueError) as exc:  # pandas' parser and decoding errors are ValueErrors
+    except (OSError, ValueError, csv.Error) as exc:  # pandas' parser and decoding errors are ValueErrors
         raise PackagingError(f"Cannot read {path} as CSV: {one_line(exc)}") from None
     if table.empty:
         raise PackagingError(f"{path} has no data rows; packaging needs the training rows (or a sample of them).")
     return table
 
 
+def _as_labels_of(estimator: Any, target: pd.Series) -> pd.Series:
+    """The target column (read as text) as the estimator's labels: numbers unless its classes are text."""
+    classes = getattr(estimator, "classes_", None)
+    if classes is not None and np.asarray(classes).dtype.kind in "OUS":
+        return target
+    try:
+        return pd.to_numeric(target)
+    except (ValueError, TypeError):
+        return target  # not numbers: refused below, naming the values
+
+
 def _load_model(path: Path) -> Any:
+    """The estimator: a .skops file through skops.io with an explicit list of trusted types; anything else through
+    joblib, which runs the code a pickle holds (the README and `package --help` say: trusted files only)."""
     if not path.is_file():
         raise PackagingError(f"No model file at {path}.")
+    if path.suffix == SKOPS_SUFFIX:
+        return _load_skops(path)
     try:
         return joblib.load(path)
     except Exception as exc:  # noqa: BLE001 - unpickling raises whatever the pickled classes raise
@@ -173,6 +228,24 @@ def _load_model(path: Path) -> Any:
             f"Cannot load {path} with joblib.load ({type(exc).__name__}: {one_line(exc)}); "
             "save the fitted estimator with joblib.dump, under the scikit-learn installed here."
         ) from None
+
+
+def _load_skops(path: Path) -> Any:
+    import skops.io
+
+    try:
+        untrusted = skops.io.get_untrusted_types(file=path)
+        refused = [name for name in untrusted if name not in SKOPS_TRUSTED_TYPES]
+        if refused:
+            raise PackagingError(
+                f"{path} holds types irisserve does not trust ({listed(refused)}); only scikit-learn's own types are "
+                "loaded from a .skops file. Nothing was loaded."
+            )
+        return skops.io.load(path, trusted=untrusted)
+    except PackagingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged zip or schema raises many types
+        raise PackagingError(f"Cannot load {path} with skops.io ({type(exc).__name__}: {one_line(exc)}).") from None
 
 
 def _targets(estimator: Any, spec: EstimatorSpec, target: Any | None, target_names: Sequence[str] | None) -> list[str]:
@@ -280,10 +353,9 @@ def _pickle(estimator: Any, spec: EstimatorSpec) -> bytes:
 
 
 def _check_identity(name: str, version: str) -> None:
-    if not NAME_PATTERN.fullmatch(name):
-        raise PackagingError(f"Model name {name!r} is not allowed; use [a-z0-9][a-z0-9_.-]* (it names the model in URLs).")
-    if not VERSION_PATTERN.fullmatch(version):
-        raise PackagingError(f"Version {version!r} is not allowed; use letters, digits and _ . + - (it names a folder).")
+    problem = identity_problem(name, version)
+    if problem:
+        raise PackagingError(problem[:1].upper() + problem[1:] + ".")
 
 
 def _library_versions() -> dict[str, str]:

@@ -13,6 +13,7 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
 
+from irisserve.tools.atomic_write import check_destination
 from irisserve.tools.onnx_export import EXPORT_CHECK_POINTS
 from irisserve.tools.packaging import DEFAULT_VERSION, FeatureNote, package
 
@@ -56,8 +57,12 @@ def evaluate(features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
-def train(out_dir: Path, *, version: str = DEFAULT_VERSION, check_size: int = EXPORT_CHECK_POINTS) -> dict[str, Any]:
-    """Train on all of Iris, package it to ``out_dir`` (checked, atomic), and return the manifest."""
+def train(
+    out_dir: Path, *, version: str = DEFAULT_VERSION, check_size: int = EXPORT_CHECK_POINTS, force: bool = False
+) -> dict[str, Any]:
+    """Train on all of Iris, package it to ``out_dir`` (checked, atomic; an earlier artifact there is replaced only
+    with ``force``), and return the manifest."""
+    check_destination(Path(out_dir), name=MODEL_NAME, version=version, force=force)  # before the training
     iris = load_iris()
     metrics = evaluate(iris.data, iris.target)
     model = new_model().fit(iris.data, iris.target)
@@ -75,4 +80,5 @@ def train(out_dir: Path, *, version: str = DEFAULT_VERSION, check_size: int = EX
         metrics=metrics,
         graph_name=GRAPH_NAME,
         check_size=check_size,
+        force=force,
     )
