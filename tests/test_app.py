@@ -221,6 +221,13 @@ def test_irisserve_serve_honours_port_and_sklearn_backend(model_dir: Path, tmp_p
         assert httpx.post(server.base_url + "/predict", json=SEED_EXAMPLE).json() == SEED_ANSWER
 
 
+def test_irisserve_serve_port_option_wins_over_the_environment(model_dir: Path, tmp_path: Path) -> None:
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "irisserve"), "serve", "--port", str(port), "--model-dir", str(model_dir)]
+    with run_server(command, port=port, log_path=tmp_path / "log", env={"PORT": str(free_port())}) as server:
+        assert httpx.post(server.base_url + "/predict", json=SEED_EXAMPLE).json() == SEED_ANSWER
+
+
 def test_server_refuses_to_start_with_a_tampered_artifact(artifact_copy: Path) -> None:
     (artifact_copy / "model.onnx").write_bytes(b"not the model")
     result = subprocess.run(

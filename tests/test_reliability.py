@@ -345,7 +345,10 @@ def sigterm_under_load(server: RunningServer, port: int, clients: int = 32) -> t
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_under_keep_alive_load_loses_no_request(model_dir: Path, tmp_path: Path, workers: int) -> None:
     port = free_port()
-    env = {"PORT": str(port), "IRISSERVE_MODEL_DIR": str(model_dir), "IRISSERVE_WORKERS": str(workers), "IRISSERVE_HOST": "127.0.0.1"}
+    env = {
+        "PORT": str(port), "IRISSERVE_MODEL_DIR": str(model_dir), "IRISSERVE_WORKERS": str(workers), "IRISSERVE_HOST": "127.0.0.1",
+        "IRISSERVE_DRAIN_SECONDS": "1",
+    }
     with run_server(serve_command(), port=port, log_path=tmp_path / "serve.log", env=env) as server:
         result, answered_before, code, exited = sigterm_under_load(server, port)
         log_lines = [line for line in server.log().splitlines() if line.strip()]

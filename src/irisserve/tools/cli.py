@@ -84,9 +84,14 @@ def _serve(args: argparse.Namespace) -> int:
     from irisserve.ops.request_log import configure_logging
     from irisserve.ops.server import BoundedHttpToolsProtocol, serve
 
-    if args.model_dir:  # through the environment, so every uvicorn worker process serves it too
-        os.environ[f"{ENV_PREFIX}MODEL_DIR"] = str(args.model_dir.resolve())
-        get_settings.cache_clear()
+    # Through the environment, so every uvicorn worker process sees them too (PORT is the variable that wins).
+    given = {
+        f"{ENV_PREFIX}MODEL_DIR": args.model_dir and str(args.model_dir.resolve()),
+        "PORT": args.port and str(args.port),
+        f"{ENV_PREFIX}HOST": args.host,
+    }
+    os.environ.update({name: value for name, value in given.items() if value})
+    get_settings.cache_clear()
     settings = get_settings()
     # A missing, malformed or mismatched artifact (the manifest against the model itself): one line and exit 2,
     # before any worker starts or the port is bound.
@@ -170,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="Serve the web API with uvicorn (settings from IRISSERVE_* and PORT).")
     serve.add_argument("--model-dir", type=Path, help="Artifact to serve (default IRISSERVE_MODEL_DIR, else models/iris/1.0.0).")
+    serve.add_argument("--port", type=int, help="TCP port (default PORT or IRISSERVE_PORT, else 8000).")
+    serve.add_argument("--host", help="Interface to bind (default IRISSERVE_HOST, else 127.0.0.1; 0.0.0.0 for every one).")
     serve.set_defaults(handler=_serve)
 
     bundle = commands.add_parser(
