@@ -25,7 +25,7 @@ from irisserve.core.predictor import Predictor
 from irisserve.core.schemas import health_body, model_info_body, model_inputs_body
 from irisserve.core.settings import Settings, get_settings
 from irisserve.core.startup import mark
-from irisserve.ops.asgi import ClientGone, header, read_body, send_client_gone, send_error, send_json
+from irisserve.ops.asgi import JSON_TYPE, answer_body, header, send_error, send_json
 from irisserve.ops.cors import ALLOWED_METHODS, CorsMiddleware
 from irisserve.ops.drift import DriftMonitor
 from irisserve.ops.lifecycle import DrainMiddleware, is_draining
@@ -125,8 +125,6 @@ class FunctionDispatch:
             else:
                 detail = f"Method {method} is not allowed: POST predicts, GET reports health and the model."
                 await send_json(send, 405, encode_json({"detail": detail}), (b"allow", ALLOWED_METHODS.encode()))
-        except ClientGone:
-            await send_client_gone(scope, send)
         except IrisServeError as exc:
             await send_error(scope, send, exc)
         except BodyTooLarge:
@@ -137,9 +135,12 @@ class FunctionDispatch:
 
     async def predict(self, scope: Scope, receive: Receive, send: Send) -> None:
         """One row, or a batch when the object has ``instances``; the same bodies as the web service."""
-        body = await read_body(receive, timeout=self.settings.read_timeout_seconds)
-        answer = load_model(self.settings).predict_any(body, content_encoding=header(scope, b"content-encoding"))
-        await send_json(send, 200, answer.body, (b"server-timing", answer.server_timing.encode()))
+
+        def handle(body: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+            answer = load_model(self.settings).predict_any(body, content_encoding=header(scope, b"content-encoding"))
+            return answer.body, [JSON_TYPE, (b"server-timing", answer.server_timing.encode())]
+
+        await answer_body(scope, receive, send, handle, read_timeout=self.settings.read_timeout_seconds)
 
     async def report(self, scope: Scope, send: Send) -> None:
         """The model page for a browser (Accept prefers text/html, IRISSERVE_UI on), else the JSON report: the web

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from starlette._utils import get_route_path
@@ -90,9 +91,32 @@ def error_reply(scope: Scope, exc: IrisServeError) -> tuple[int, bytes]:
     return exc.status_code, error_body("v2", str(exc))
 
 
-async def send_json(send: Send, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [JSON_TYPE, (b"content-length", str(len(body)).encode()), *headers]})
+async def send_body(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """An answer with ``headers`` (its content type among them) and its length."""
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(send: Send, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+    await send_body(send, status, body, [JSON_TYPE, *headers])
+
+
+# A handler's work on a request body: the answer's bytes and headers (its content type among them).
+BodyHandler = Callable[[bytes], tuple[bytes, list[tuple[bytes, bytes]]]]
+
+
+async def answer_body(scope: Scope, receive: Receive, send: Send, handle: BodyHandler, *, read_timeout: float) -> None:
+    """Read the whole body (within ``read_timeout``), answer 200 with what ``handle`` makes of it; a client gone
+    and every IrisServeError answered here, in the route's shape."""
+    try:
+        body, headers = handle(await read_body(receive, timeout=read_timeout))
+    except ClientGone:
+        await send_client_gone(scope, send)
+        return
+    except IrisServeError as exc:
+        await send_error(scope, send, exc)
+        return
+    await send_body(send, 200, body, headers)
 
 
 async def send_error(scope: Scope, send: Send, exc: IrisServeError, *headers: tuple[bytes, bytes]) -> None:

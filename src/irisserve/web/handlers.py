@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 
 from starlette.types import Receive, Scope, Send
 
-from irisserve.core.errors import IrisServeError, encode_json
+from irisserve.core.errors import encode_json
 from irisserve.core.pipeline import Answer, RequestPipeline
 from irisserve.core.predictor import Predictor
 from irisserve.core.schemas import health_body
-from irisserve.ops.asgi import ClientGone, header, read_body, send_client_gone, send_error, send_json
+from irisserve.ops.asgi import JSON_TYPE, answer_body, header, send_json
 from irisserve.ops.lifecycle import is_draining
 from irisserve.v2 import codec
 from irisserve.v2.codec import HEADER_LENGTH
@@ -40,47 +41,30 @@ def health_handler(predictor: Predictor) -> Handler:
 def predict_handler(predict: Callable[..., Answer], read_timeout: float) -> Handler:
     """POST /predict or /predict/batch: the body to ``predict`` (a pipeline method), its answer back."""
 
-    async def handle(scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            body = await read_body(receive, timeout=read_timeout)
-            answer = predict(body, content_encoding=header(scope, b"content-encoding"))
-        except ClientGone:
-            await send_client_gone(scope, send)
-            return
-        except IrisServeError as exc:
-            await send_error(scope, send, exc)
-            return
-        await send_json(send, 200, answer.body, (b"server-timing", answer.server_timing.encode()))
+    def handle(scope: Scope, body: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        answer = predict(body, content_encoding=header(scope, b"content-encoding"))
+        return answer.body, [JSON_TYPE, (b"server-timing", answer.server_timing.encode())]
 
-    return handle
+    async def predict_route(scope: Scope, receive: Receive, send: Send) -> None:
+        await answer_body(scope, receive, send, partial(handle, scope), read_timeout=read_timeout)
+
+    return predict_route
 
 
 def v2_infer_handler(pipeline: RequestPipeline, read_timeout: float) -> Handler:
     """POST /v2/models/{model_name}[/versions/{model_version}]/infer: JSON, or JSON plus binary tensors."""
 
-    async def infer(scope: Scope, receive: Receive, send: Send) -> None:
+    def handle(scope: Scope, body: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         params = scope["path_params"]
-        try:
-            body = await read_body(receive, timeout=read_timeout)
-            answer, header_length = codec.infer(
-                pipeline, body, name=params["model_name"], version=params.get("model_version"),
-                header_length=header(scope, HEADER_LENGTH_KEY), content_encoding=header(scope, b"content-encoding"),
-            )
-        except ClientGone:
-            await send_client_gone(scope, send)
-            return
-        except IrisServeError as exc:
-            await send_error(scope, send, exc)
-            return
+        answer, header_length = codec.infer(
+            pipeline, body, name=params["model_name"], version=params.get("model_version"),
+            header_length=header(scope, HEADER_LENGTH_KEY), content_encoding=header(scope, b"content-encoding"),
+        )
         if header_length is None:
-            await send_json(send, 200, answer)
-            return
-        headers = [
-            (b"content-type", BINARY_MEDIA_TYPE.encode()), (b"content-length", str(len(answer)).encode()),
-            (HEADER_LENGTH_KEY, str(header_length).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": answer})
+            return answer, [JSON_TYPE]
+        return answer, [(b"content-type", BINARY_MEDIA_TYPE.encode()), (HEADER_LENGTH_KEY, str(header_length).encode())]
 
-    return infer
+    async def infer_route(scope: Scope, receive: Receive, send: Send) -> None:
+        await answer_body(scope, receive, send, partial(handle, scope), read_timeout=read_timeout)
 
+    return infer_route
