@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,9 @@ import pytest
 from support import ALLOWED_ORIGIN, REPO_ROOT, RunningServer, free_port, function_command, function_env, run_server, uvicorn_command
 
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "iris" / "1.0.0"
+# Tests read their counts right after the requests they make: every scrape renders (production: once a second).
+# In-process apps read it through Settings, the servers tests start inherit it.
+os.environ.setdefault("IRISSERVE_METRICS_MAX_AGE_SECONDS", "0")
 
 
 @pytest.fixture(scope="session")

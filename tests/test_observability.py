@@ -342,3 +342,16 @@ def wait_for_workers(server: RunningServer, count: int, timeout: float = 60) -> 
             return
         time.sleep(0.1)
     raise TimeoutError(f"{count} workers not up:\n{server.log()}")
+
+
+def test_metrics_are_rendered_at_most_once_per_max_age(model_dir: Path) -> None:
+    """Production renders /metrics at most once a second and serves that text in between, so scrapers cost the
+    event loop nothing (IRISSERVE_METRICS_MAX_AGE_SECONDS; the tests' default is 0: every scrape renders)."""
+    with TestClient(create_app(Settings(model_dir=model_dir, metrics_max_age_seconds=30))) as client:
+        first = client.get("/metrics").text
+        assert client.post("/predict", json=SEED_EXAMPLE).status_code == 200
+        assert client.get("/metrics").text == first  # within the max age: the same text, not rendered again
+    with TestClient(create_app(Settings(model_dir=model_dir, metrics_max_age_seconds=0))) as client:
+        before = client.get("/metrics").text
+        assert client.post("/predict", json=SEED_EXAMPLE).status_code == 200
+        assert client.get("/metrics").text != before

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         le=300,
         description="How long a request's head may take to arrive (the connection closes past it) and its body (408).",
     )
+    metrics_max_age_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="GET /metrics renders its text at most this often and serves it as rendered in between (0: every scrape).",
+    )
     max_header_bytes: int = Field(
         65_536, ge=1024, description="Largest request line plus headers accepted (431 past it), checked as they arrive."
     )

@@ -283,7 +283,8 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.add_exception_handler(StarletteHTTPException, handle_http_exception)
     app.add_exception_handler(ClientDisconnect, handle_client_disconnect)
     app.add_exception_handler(Exception, handle_unexpected_error)
-    app.add_route("/metrics", metrics_endpoint(lambda: export_drift(live.drift.report())), include_in_schema=False)
+    scrape = metrics_endpoint(lambda: export_drift(live.drift.report()), max_age_seconds=settings.metrics_max_age_seconds)
+    app.add_route("/metrics", scrape, include_in_schema=False)
     app.add_middleware(HotRoutes, routes=[*seed_api.routes, *v2_api.routes])  # added first: innermost
     add_serving_middleware(app, settings, live)
     return app
