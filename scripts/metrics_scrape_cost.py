@@ -100,7 +100,7 @@ def main() -> None:
                 return percentiles(timings)
 
             print(f"one scrape after a row arrives: p50 {percentiles([scrape() for _ in range(40)])[0]:.1f} ms")
-            print("/predict alone: p50 %.2f ms, p99 %.2f ms" % predict())
+            print("/predict alone: p50 {:.2f} ms, p99 {:.2f} ms".format(*predict()))
             # The reference: 4 clients as busy on /health, which costs next to nothing. What they do to /predict is
             # the price of sharing the machine's cores with 4 busy clients, whatever they ask for.
             for path, label in (("/metrics", "4 scrapers"), ("/health", "4 clients on /health (reference)")):
