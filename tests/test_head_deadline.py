@@ -99,3 +99,19 @@ def test_the_functions_get_varies_by_accept_and_head_gives_gets_headers(live_fun
                 assert head.headers[header] == got.headers[header], header
         echoed = client.post("/", json=SEED_EXAMPLE, headers={"X-Request-ID": "abc-123"})
         assert echoed.headers["x-request-id"] == "abc-123"
+
+
+def test_a_body_late_past_the_deadline_gets_408_on_both_doors(door: tuple[str, RunningServer]) -> None:
+    name, server = door
+    port = int(server.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(HEAD + b"\r\n" + b'{"sepal')  # 7 of the 10 bytes promised
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        waited = time.monotonic() - started
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408") and b"connection: close" in head.lower(), answer[:300]
+    assert "did not arrive in time" in body.decode() and DEADLINE_S - 0.1 <= waited <= DEADLINE_S + 2, (name, waited)
+    assert httpx.get(server.base_url + ("/health" if name == "web" else "/")).status_code == 200

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -140,13 +141,65 @@ async def read_body(receive: Receive, *, timeout: float | None = None) -> bytes:
 
     At shutdown uvicorn cancels the requests still running when its graceful timeout ends; one still
     uploading gets a JSON 503 (raised here) instead of uvicorn's text/plain 500 and an ERROR log line."""
+    task = _DEADLINES.start(timeout) if timeout is not None else None
     try:
-        async with asyncio.timeout(timeout):
-            return await _receive_all(receive)
-    except TimeoutError:
-        raise RequestTimeoutError(BODY_TOO_SLOW) from None
+        return await _receive_all(receive)
     except asyncio.CancelledError:
+        if task is not None and _DEADLINES.expired(task):
+            raise RequestTimeoutError(BODY_TOO_SLOW) from None
         raise SHUTTING_DOWN from None
+    finally:
+        if task is not None:
+            _DEADLINES.stop(task)
+
+
+class Deadlines:
+    """Deadlines for the tasks reading request bodies, checked every ``tick`` seconds by one task per event loop.
+
+    A timer per request (``asyncio.timeout``) cost 10 µs of /predict's 45 µs; here a request costs two
+    dictionary writes, and a late body is cut within ``tick`` of its deadline."""
+
+    def __init__(self, tick: float = 0.25) -> None:
+        self.tick = tick
+        self._due: dict[asyncio.Task[Any], float] = {}
+        self._expired: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self._sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = weakref.WeakKeyDictionary()
+
+    def start(self, seconds: float) -> asyncio.Task[Any] | None:
+        task = asyncio.current_task()
+        if task is None:
+            return None
+        loop = task.get_loop()
+        self._due[task] = loop.time() + seconds
+        sweeper = self._sweepers.get(loop)
+        if sweeper is None or sweeper.done():
+            self._sweepers[loop] = loop.create_task(self._sweep(loop))
+        return task
+
+    def stop(self, task: asyncio.Task[Any]) -> None:
+        self._due.pop(task, None)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task`` was cancelled for its deadline (then it is no longer cancelling)."""
+        if task not in self._expired:
+            return False
+        self._expired.discard(task)
+        task.uncancel()
+        return True
+
+    async def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Cancel this loop's tasks past their deadline; end when none is waiting."""
+        while any(task.get_loop() is loop for task in list(self._due)):
+            await asyncio.sleep(self.tick)
+            now = loop.time()
+            for task, due in list(self._due.items()):
+                if due <= now and task.get_loop() is loop:
+                    del self._due[task]
+                    self._expired.add(task)
+                    task.cancel()
+
+
+_DEADLINES = Deadlines()
 
 
 async def _receive_all(receive: Receive) -> bytes:
