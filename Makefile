@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements-dev.txt pyproject.toml bench/pyproject.toml
 	@echo "==> [4/5] installing irisserve itself (editable)"
 	$(BIN)/pip install --no-deps -e .
 	@echo "==> [5/5] installing the benchmark, irisserve-bench from bench/ (editable)"
-	$(BIN)/pip install --no-deps -e bench
+	$(BIN)/pip install --no-deps -e bench --config-settings editable_mode=compat  # a path in a .pth: no import hook in every process
 	touch $@
 	@echo "==> environment ready: $(BIN)/irisserve"
 
