@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -138,3 +139,19 @@ def function_command(port: int, source: Path = FUNCTION_SOURCE, bin_dir: Path = 
 
 def uvicorn_command(port: int, app: str = "irisserve.web.app:app", *extra: str) -> list[str]:
     return [str(VENV_BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port), *extra]
+
+
+def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``irisserve ARGS`` run in this process from ``cwd``: the same ``main()`` the console script calls, its exit
+    code and what it printed, without an interpreter start and a fresh import of scikit-learn per call. (Tests that
+    serve a packaged model run the console script itself.)"""
+    from irisserve.tools.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(arg) for arg in args])
+        except SystemExit as exc:  # argparse: --help, or a usage error
+            code = exc.code if isinstance(exc.code, int) else 2
+    return subprocess.CompletedProcess(["irisserve", *map(str, args)], code, out.getvalue(), err.getvalue())
+

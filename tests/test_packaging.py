@@ -48,6 +48,7 @@ from irisserve.tools import atomic_write, onnx_export
 from irisserve.tools.errors import PackagingError
 from irisserve.tools.features import bins
 from irisserve.tools.packaging import default_name, package
+from support import run_cli
 
 IRISSERVE = Path(sys.executable).parent / "irisserve"
 # sha256 of models/iris/1.0.0/model.onnx as `irisserve train` wrote it before packaging existed.
@@ -68,6 +69,7 @@ class Packaged:
 
 
 def run_irisserve(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The console script itself, as a user runs it."""
     return subprocess.run(
         [str(IRISSERVE), *map(str, args)], capture_output=True, text=True, timeout=CLI_TIMEOUT_S, cwd=cwd, check=False
     )
@@ -273,7 +275,7 @@ def test_package_refuses_with_one_line_and_writes_nothing(
 ) -> None:
     make_args, phrases = REFUSALS[case]
     out = tmp_path / "refused" / "model" / "1.0.0"
-    result = run_irisserve("package", *make_args(tmp_path, zoo), "--out", out, cwd=tmp_path)
+    result = run_cli("package", *make_args(tmp_path, zoo), "--out", out, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stdout == ""
     assert "Traceback" not in result.stderr

@@ -38,6 +38,7 @@ from support import (
     free_port,
     function_command,
     function_env,
+    run_cli,
     run_server,
     stop,
     uvicorn_command,
@@ -398,8 +399,7 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def irisserve_package(small_model: tuple[Path, Path], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     model, data = small_model
-    command = [IRISSERVE, "package", "--model", str(model), "--data", str(data), "--target", "target", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd, check=False)
+    return run_cli("package", "--model", model, "--data", data, "--target", "target", *args, cwd=cwd)
 
 
 def snapshot(folder: Path) -> dict[str, bytes | str]:
@@ -423,7 +423,7 @@ def test_package_and_train_refuse_an_occupied_destination_and_touch_nothing(smal
     before = snapshot(tmp_path)
     for out, phrase in ((folder, "is not an irisserve artifact"), (a_file, "is a file"), (link, "symbolic link")):
         refused(irisserve_package(small_model, tmp_path, "--out", str(out)), phrase)
-        refused(subprocess.run([IRISSERVE, "train", "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path), phrase)
+        refused(run_cli("train", "--out", out, cwd=tmp_path), phrase)
     assert snapshot(tmp_path) == before and not any(path.name.startswith(".") for path in tmp_path.iterdir())
 
 
@@ -460,7 +460,7 @@ def test_package_help_and_readme_say_a_pickle_is_code_and_skops_files_are_loaded
     import joblib
     import skops.io
 
-    help_text = " ".join(subprocess.run([IRISSERVE, "package", "--help"], capture_output=True, text=True, timeout=60).stdout.split())
+    help_text = " ".join(run_cli("package", "--help", cwd=tmp_path).stdout.split())
     assert "only files you trust" in help_text and ".skops" in help_text
     assert "only give it files you trust" in " ".join((REPO_ROOT / "README.md").read_text().replace("> ", "").split())
     skops_file = tmp_path / "lr.skops"
