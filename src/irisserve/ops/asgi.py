@@ -163,7 +163,7 @@ class Deadlines:
         self.tick = tick
         self._due: dict[asyncio.Task[Any], float] = {}
         self._expired: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
-        self._sweepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = weakref.WeakKeyDictionary()
+        self._sweeper: asyncio.Task[None] | None = None  # the latest loop's; an earlier loop's ends by itself
 
     def start(self, seconds: float) -> asyncio.Task[Any] | None:
         task = asyncio.current_task()
@@ -171,9 +171,9 @@ class Deadlines:
             return None
         loop = task.get_loop()
         self._due[task] = loop.time() + seconds
-        sweeper = self._sweepers.get(loop)
-        if sweeper is None or sweeper.done():
-            self._sweepers[loop] = loop.create_task(self._sweep(loop))
+        sweeper = self._sweeper
+        if sweeper is None or sweeper.done() or sweeper.get_loop() is not loop:
+            self._sweeper = loop.create_task(self._sweep(loop))
         return task
 
     def stop(self, task: asyncio.Task[Any]) -> None:
