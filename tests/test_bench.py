@@ -43,7 +43,7 @@ REFERENCES = {"bare", "empty", "empty-function", "empty-asgi-function"}
 PATTERNS = {"web", "function-lazy", "function-import"} | REFERENCES
 WEB_LOADS = {"health_concurrent", "predict_concurrent", "v2_infer_concurrent", "batch_sequential", "predict_sequential"}
 RUN_TARGETS = 2  # in-process: ONNX call, live figures + drift
-MODEL_TARGETS = 11  # per model: 4 web throughput/p99 ratios, batch, web cold start, function throughput, 2 function cold starts, 2 memory
+MODEL_TARGETS = 14  # per model: 4 web throughput/p99 ratios, batch, web cold start, 3 function throughput/p99 ratios, 2 function cold starts, 3 memory
 
 
 @pytest.fixture(scope="module")

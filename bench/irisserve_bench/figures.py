@@ -148,11 +148,23 @@ FIGURES: dict[str, Figure] = {
     "function_vs_empty_function_throughput": Figure(
         lambda b: _ratio(b, "function_vs_empty_function_throughput"), _function_throughput_reference, applies=_has_function,
         loads=(("function", "predict_concurrent"), ("empty-function", "predict_concurrent"))),
+    "function_vs_web_throughput": Figure(
+        lambda b: _ratio(b, "function_vs_web_throughput"),
+        lambda b: f"web {_warm(b, 'web', 'predict_concurrent'):,.0f} req/s; function {_warm(b, 'function', 'predict_concurrent'):,.0f} req/s",
+        applies=_has_function, loads=(("function", "predict_concurrent"), ("web", "predict_concurrent"))),
+    "function_vs_web_p99": Figure(
+        lambda b: _ratio(b, "function_vs_web_p99"),
+        lambda b: f"web p99 {_warm(b, 'web', 'predict_concurrent', 'p99_ms'):.2f} ms; function {_warm(b, 'function', 'predict_concurrent', 'p99_ms'):.2f} ms",
+        applies=_has_function, loads=(("function", "predict_concurrent"), ("web", "predict_concurrent"))),
     "function_lazy_cold_start_margin_ms": Figure(_function_margin_ms("lazy"), _function_reference("lazy"), applies=_has_function),
     "function_import_cold_start_margin_ms": Figure(_function_margin_ms("import"), _function_reference("import"), applies=_has_function),
     "web_rss_after_soak_mb": Figure(
         lambda b: b["memory_soak"]["rss_mb_at_end"],
         lambda b: f"bare app {b['warm']['memory']['bare']['rss_mb']:.1f} MB after its warm load", applies=_has_soak, loads=SOAK),
+    "web_rss_over_bare_mb": Figure(
+        lambda b: b["memory_soak"]["rss_mb_at_end"] - b["warm"]["memory"]["bare"]["rss_mb"],
+        lambda b: f"web {b['memory_soak']['rss_mb_at_end']:.1f} MB after the soak; bare app {b['warm']['memory']['bare']['rss_mb']:.1f} MB after its warm load",
+        applies=_has_soak, loads=SOAK),
     "web_rss_growth_last_half_mb": Figure(
         lambda b: b["memory_soak"]["growth_last_half_mb"],
         lambda b: f"{b['memory_soak']['rss_mb_at_half']:.1f} MB after {b['memory_soak']['half_at_requests']:,} requests",

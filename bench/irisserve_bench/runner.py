@@ -42,6 +42,8 @@ PAIRED_RATIOS: dict[str, tuple[tuple[str, str], tuple[str, str], str]] = {
     "web_vs_empty_throughput": (("web", "predict_concurrent"), ("empty", "predict_concurrent"), "throughput_rps"),
     "function_vs_empty_function_throughput": (("function", "predict_concurrent"), ("empty-function", "predict_concurrent"), "throughput_rps"),
     "function_vs_empty_asgi_function_throughput": (("function", "predict_concurrent"), ("empty-asgi-function", "predict_concurrent"), "throughput_rps"),
+    "function_vs_web_throughput": (("function", "predict_concurrent"), ("web", "predict_concurrent"), "throughput_rps"),
+    "function_vs_web_p99": (("function", "predict_concurrent"), ("web", "predict_concurrent"), "p99_ms"),
 }
 # A task is (description, total); the sink returns the function that advances it.
 ProgressSink = Callable[[str, int], Callable[[int], None]]
