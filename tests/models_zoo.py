@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import joblib
+import numpy as np
 import pandas as pd
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
-from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import GradientBoostingRegressor, HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 TARGET = "target"
 WINE_TREES = 50  # enough for a realistic forest, few enough to keep the export check quick
@@ -60,3 +63,68 @@ def breast_cancer_pipeline(folder: Path) -> ZooModel:
 
 
 BUILDERS = {"wine": wine, "diabetes": diabetes, "breast_cancer": breast_cancer_pipeline}
+
+
+# --- Typed tables (issue 15): categories, gaps, gradient-boosted trees from LightGBM, XGBoost and scikit-learn ---
+
+
+def churn_table(rows: int = 400, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
+    """A churn-like table: plan and country (text, country with gaps), tenure in whole months, a fee with gaps."""
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame({
+        "plan": rng.choice(["basic", "pro"], rows),
+        "country": rng.choice(["DE", "FR", "US"], rows).astype(object),
+        "tenure_months": rng.integers(0, 60, rows),
+        "monthly_fee": rng.uniform(10, 100, rows).round(2),
+    })
+    table.loc[rng.random(rows) < 0.1, "country"] = np.nan
+    table.loc[rng.random(rows) < 0.1, "monthly_fee"] = np.nan
+    score = (table["plan"] == "pro") * 1.0 - table["tenure_months"] / 30 + table["monthly_fee"].fillna(50) / 50
+    churned = pd.Series(np.where(score + rng.normal(0, 0.5, rows) > 0.5, "yes", "no"), name=TARGET)
+    return table, churned
+
+
+def churn(folder: Path) -> ZooModel:
+    """Pipeline(ColumnTransformer([imputer + OneHotEncoder(handle_unknown="ignore") on text, imputer + scaler on
+    numbers]), LogisticRegression), classes "no"/"yes"."""
+    table, churned = churn_table()
+    text = Pipeline([("impute", SimpleImputer(strategy="constant", fill_value="unknown")), ("onehot", OneHotEncoder(handle_unknown="ignore"))])
+    numbers = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+    columns = ColumnTransformer([("text", text, ["plan", "country"]), ("numbers", numbers, ["tenure_months", "monthly_fee"])])
+    model = Pipeline([("columns", columns), ("logistic", LogisticRegression())]).fit(table, churned)
+    return save(folder, "churn", model, table, churned)
+
+
+def with_gaps(frame: pd.DataFrame, rate: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    return frame.mask(np.random.default_rng(seed).random(frame.shape) < rate)
+
+
+def lgbm_classifier(folder: Path) -> ZooModel:
+    """LGBMClassifier on the breast-cancer table, with gaps (LightGBM takes NaN)."""
+    from lightgbm import LGBMClassifier
+
+    data = load_breast_cancer(as_frame=True)
+    table = with_gaps(data.data).rename(columns=lambda name: name.replace(" ", "_"))  # LightGBM renames "mean radius"
+    model = LGBMClassifier(n_estimators=40, verbose=-1, random_state=0).fit(table, data.target)
+    return save(folder, "lgbm", model, table, data.target)
+
+
+def xgb_regressor(folder: Path) -> ZooModel:
+    """XGBRegressor on the diabetes table, with gaps."""
+    from xgboost import XGBRegressor
+
+    data = load_diabetes(as_frame=True)
+    table = with_gaps(data.data)
+    model = XGBRegressor(n_estimators=40, random_state=0).fit(table, data.target)
+    return save(folder, "xgb", model, table, data.target)
+
+
+def hgb_classifier(folder: Path) -> ZooModel:
+    """HistGradientBoostingClassifier on the wine table, with gaps."""
+    data = load_wine(as_frame=True)
+    table = with_gaps(data.data)
+    model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(table, data.target)
+    return save(folder, "hgb", model, table, data.target)
+
+
+TYPED_BUILDERS = {"churn": churn, "lgbm": lgbm_classifier, "xgb": xgb_regressor, "hgb": hgb_classifier}

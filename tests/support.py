@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -155,3 +156,25 @@ def run_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
             code = exc.code if isinstance(exc.code, int) else 2
     return subprocess.CompletedProcess(["irisserve", *map(str, args)], code, out.getvalue(), err.getvalue())
 
+
+@contextlib.contextmanager
+def both_doors(model_dir: Path, folder: Path, timeout: float = 30) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """An artifact served by uvicorn and by functions-framework on loopback (logs in ``folder``): their clients."""
+    web_port, function_port = free_port(), free_port()
+    with run_server(uvicorn_command(web_port), port=web_port, log_path=folder / "web.log", env={"IRISSERVE_MODEL_DIR": str(model_dir)}) as web, \
+            run_server(function_command(function_port), port=function_port, log_path=folder / "function.log",
+                       env=function_env(model_dir), ready_path="/") as function, \
+            httpx.Client(base_url=web.base_url, timeout=timeout) as web_client, \
+            httpx.Client(base_url=function.base_url, timeout=timeout) as function_client:
+        yield web_client, function_client
+
+
+def package_with_cli(zoo: Any, *, name: str, out: Path, version: str = "1.0.0", target: str = "target") -> dict[str, Any]:
+    """`irisserve package` of a models_zoo model, in its own process; the manifest it wrote."""
+    result = subprocess.run(
+        [str(VENV_BIN / "irisserve"), "package", "--model", str(zoo.model_path), "--data", str(zoo.csv_path), "--target", target,
+         "--name", name, "--version", version, "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads((out / "manifest.json").read_text())

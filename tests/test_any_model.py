@@ -11,7 +11,6 @@ model's features, and a missing or unknown feature gets a 422 naming it, from bo
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import numpy as np
 import pytest
 
 import models_zoo
-from support import free_port, function_command, function_env, run_server, uvicorn_command
+from support import both_doors, package_with_cli
 
 IRISSERVE = str(Path(sys.executable).parent / "irisserve")
 PROBABILITY_TOLERANCE = 1e-5
@@ -43,27 +42,14 @@ class Served(NamedTuple):
 @pytest.fixture(scope="module", params=list(models_zoo.BUILDERS))
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """The model packaged by the CLI, then served by uvicorn and by functions-framework, on loopback."""
-    name = request.param
-    folder = tmp_path_factory.mktemp(name)
-    zoo = models_zoo.BUILDERS[name](folder / "source")
-    out = folder / "artifact"
+    folder = tmp_path_factory.mktemp(request.param)
+    zoo, out = models_zoo.BUILDERS[request.param](folder / "source"), folder / "artifact"
     started = time.perf_counter()
-    result = subprocess.run(
-        [IRISSERVE, "package", "--model", str(zoo.model_path), "--data", str(zoo.csv_path), "--target", models_zoo.TARGET,
-         "--name", name, "--version", "2.1.0", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )
+    manifest = package_with_cli(zoo, name=request.param, out=out, version="2.1.0")
     package_seconds = time.perf_counter() - started
-    assert result.returncode == 0, result.stderr
-    manifest = json.loads((out / "manifest.json").read_text())
-    web_port, function_port = free_port(), free_port()
-    with run_server(uvicorn_command(web_port), port=web_port, log_path=folder / "web.log", env={"IRISSERVE_MODEL_DIR": str(out)}) as web, \
-            run_server(function_command(function_port), port=function_port, log_path=folder / "function.log",
-                       env=function_env(out), ready_path="/") as function, \
-            httpx.Client(base_url=web.base_url, timeout=30) as web_client, \
-            httpx.Client(base_url=function.base_url, timeout=30) as function_client:
-        yield Served(zoo, out, manifest, web_client, function_client, package_seconds)
-    print(f"\n{name}: packaged in {package_seconds:.2f} s")
+    with both_doors(out, folder) as (web, function):
+        yield Served(zoo, out, manifest, web, function, package_seconds)
+    print(f"\n{request.param}: packaged in {package_seconds:.2f} s")
 
 
 def rows_of(served: Served) -> list[dict[str, float]]:

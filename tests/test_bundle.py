@@ -19,8 +19,8 @@ from irisserve.core.errors import ArtifactError
 from support import REPO_ROOT, SEED_ANSWER, SEED_EXAMPLE, RunningServer, free_port, function_command, run_server
 from test_function import assert_json_error
 
-FORBIDDEN = {"sklearn", "scipy", "fastapi", "joblib", "skl2onnx", "onnx"}
-FORBIDDEN_DISTRIBUTIONS = {"scikit-learn", "scipy", "fastapi", "joblib", "skl2onnx", "onnx"}
+FORBIDDEN = {"sklearn", "scipy", "fastapi", "joblib", "skl2onnx", "onnx", "lightgbm", "xgboost", "onnxmltools"}
+FORBIDDEN_DISTRIBUTIONS = {"scikit-learn", "scipy", "fastapi", "joblib", "skl2onnx", "onnx", "lightgbm", "xgboost", "onnxmltools"}
 PIP_TIMEOUT_S = 600
 
 

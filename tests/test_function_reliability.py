@@ -225,7 +225,7 @@ def test_every_line_the_function_writes_is_json(model_dir: Path, tmp_path: Path)
 
 
 def test_an_unexpected_error_is_one_json_line_holding_its_traceback(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def explode(self: Predictor, matrix: Any, **options: Any) -> Any:
+    def explode(self: Predictor, matrix: Any, *texts: Any, **options: Any) -> Any:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(Predictor, "predict", explode)

@@ -296,9 +296,9 @@ def _wine(zoo: dict[str, models_zoo.ZooModel]) -> tuple[Any, pd.DataFrame]:
 @pytest.mark.parametrize(
     ("change", "phrase"),
     [
-        (lambda f: f.assign(ash=f["ash"].where(f.index != 3, np.nan)), "'ash' (1 rows) have missing"),
-        (lambda f: f.assign(hue=np.inf), "'hue' (178 rows) have missing or infinite"),
-        (lambda f: f.assign(color_intensity=f["color_intensity"].astype(str)), "'color_intensity' are not numeric"),
+        (lambda f: f.assign(ash=f["ash"].where(f.index != 3, np.nan)), "missing values in 'ash': fill them, or add an imputer"),
+        (lambda f: f.assign(hue=np.inf), "'hue' have infinite values"),
+        (lambda f: f.assign(color_intensity=f["color_intensity"].astype(str)), "Columns 'color_intensity' hold text: the model must encode them itself"),
         (lambda f: f[list(f.columns[::-1])], "same columns in another order"),
     ],
 )

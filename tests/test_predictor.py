@@ -142,7 +142,7 @@ def test_onnx_serving_path_never_imports_scikit_learn_scipy_or_pandas(model_dir:
         "    assert client.post('/predict', json={'sepal_length': 5.1, 'sepal_width': 3.5,"
         " 'petal_length': 1.4, 'petal_width': 0.2}).status_code == 200\n"
         "    assert client.post('/predict/batch', json={'instances': []}).status_code == 422\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy', 'joblib', 'pandas', 'skl2onnx')))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy', 'joblib', 'pandas', 'skl2onnx', 'lightgbm', 'xgboost', 'onnxmltools')))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

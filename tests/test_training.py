@@ -103,7 +103,7 @@ def test_export_check_catches_an_onnx_model_that_disagrees() -> None:
 
 
 def test_failed_export_writes_no_artifact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def disagree(estimator: object, session: object, points: np.ndarray) -> onnx_export.ExportCheck:
+    def disagree(estimator: object, session: object, points: np.ndarray, feed: object = None) -> onnx_export.ExportCheck:
         return onnx_export.ExportCheck(len(points), 1e-5, label_mismatches=3, max_probability_difference=0.5)
 
     monkeypatch.setattr(onnx_export, "compare_classifier", disagree)

@@ -105,6 +105,8 @@ def test_model_inputs_are_the_manifests_features_and_examples(client: TestClient
     assert first == {
         "name": "sepal_length", "description": manifest["features"][0]["description"], "exclusive_minimum": 0,
         "min": manifest["features"][0]["min"], "max": manifest["features"][0]["max"],
+        # typed features (issue 15): a number, not nullable, no categories
+        "kind": "number", "nullable": False, "categories": None, "unknown": "error",
     }
 
 

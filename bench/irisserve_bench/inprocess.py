@@ -54,7 +54,7 @@ def measure_backend(model_dir: Path, backend: str, *, calls: int, repeats: int) 
     except IrisServeError as exc:
         return {"backend": backend, "error": str(exc)}
     row = list(predictor.spec.example.values())
-    raw_input = np.asarray([row], dtype=np.float32)
+    raw_input, texts = predictor.spec.encode([row])
     backend_call = predictor.backend.run
     limits = Limits(max_body_bytes=1 << 20, max_batch_size=1)
     pipeline = RequestPipeline(predictor, limits)
@@ -66,11 +66,11 @@ def measure_backend(model_dir: Path, backend: str, *, calls: int, repeats: int) 
 
     with_metrics = RequestPipeline(predictor, limits, observe=record_predictions)
     with_live = RequestPipeline(predictor, limits, observe=observe_metrics_and_live)
-    predictions, flags = pipeline.predict_matrix(raw_input, [row])
+    predictions, flags = pipeline.predict_rows([row])
     if backend == "sklearn":
         calls = min(calls, SKLEARN_MAX_CALLS)
     paths = {
-        "backend_call": lambda: backend_call(raw_input),
+        "backend_call": lambda: backend_call(raw_input, texts),
         "predict_rows": lambda: pipeline.answers([row]),
         "predict_rows_metrics": lambda: with_metrics.answers([row]),
         "predict_rows_metrics_live": lambda: with_live.answers([row]),

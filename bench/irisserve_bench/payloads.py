@@ -20,7 +20,7 @@ def model_spec(model_dir: Path) -> ModelSpec:
     return ModelSpec.from_manifest(read_manifest(model_dir))
 
 
-def example_row(model_dir: Path) -> dict[str, float]:
+def example_row(model_dir: Path) -> dict[str, Any]:
     """The served model's example row, from its manifest: what every single-row request posts."""
     return model_spec(model_dir).example
 

@@ -79,19 +79,41 @@ class FeatureBins(_Entry):
         return self
 
 
+Kind = Literal["number", "integer", "category", "boolean"]
+Unknown = Literal["error", "ignore"]
+# A category value is a JSON key's value, an OpenAPI enum member and page text: bounded, as names are.
+MAX_CATEGORY_CHARS = 256
+MAX_CATEGORIES = 1000
+Scalar = bool | int | float | str | None  # one example value: JSON's scalars
+
+
 class FeatureEntry(_Entry):
     name: str = Field(..., min_length=1)
-    type: Literal["number"] = "number"
+    type: Kind = "number"
+    nullable: bool = False  # null or an omitted key means missing: NaN, or missing_marker for a category
     description: str | None = None
     exclusive_minimum: Annotated[float, Finite] | None = None
-    min: Annotated[float, Finite]
-    max: Annotated[float, Finite]
+    min: Annotated[float, Finite] | None = None  # required but for a category
+    max: Annotated[float, Finite] | None = None
     bins: FeatureBins | None = None
+    categories: list[str] | None = None  # a category's training values, in the order its drift shares follow
+    unknown: Unknown = "error"  # "ignore": the model predicts an unseen category (flagged out of range)
+    missing_marker: str = ""  # what a missing category is fed to the model as (its string imputer's missing_values)
+    missing_rate: Annotated[float, Finite] = 0.0
 
     @model_validator(mode="after")
     def _sane(self) -> FeatureEntry:
         if control_characters(self.name):
             raise ValueError(f"feature name {self.name[:60]!r} holds a control character")
+        if self.type == "category":
+            values = self.categories or []
+            if not values or len(values) > MAX_CATEGORIES or len(set(values)) != len(values):
+                raise ValueError(f"category feature {self.name[:60]!r} needs 1 to {MAX_CATEGORIES} distinct categories")
+            if any(len(value) > MAX_CATEGORY_CHARS or control_characters(value) for value in values):
+                raise ValueError(f"feature {self.name[:60]!r} has a category longer than {MAX_CATEGORY_CHARS} characters or with a control character")
+            return self
+        if self.min is None or self.max is None:
+            raise ValueError(f"feature {self.name[:60]!r} of type {self.type!r} needs min and max")
         if self.min > self.max:
             raise ValueError(f"feature {self.name[:60]!r} has min {self.min} above max {self.max}")
         return self
@@ -110,6 +132,7 @@ class ModelEntry(_Entry):
 
 class OnnxEntry(_Entry):
     input_name: str = "input"
+    inputs: list[str] | None = None  # one input per feature (mixed kinds), in feature order; else input_name [N, features]
     outputs: dict[str, str]
     export_check: dict[str, Any] = Field(default_factory=dict)
 
@@ -125,8 +148,9 @@ class ManifestData(_Entry):
     model: ModelEntry
     features: list[FeatureEntry] = Field(..., min_length=1)
     targets: list[str] = Field(..., min_length=1)
-    examples: list[dict[str, float]] = Field(default_factory=list)
+    examples: list[dict[str, Scalar]] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
+    metrics_source: str | None = None  # "in-sample" (the packaged rows) or the --eval-data file's name
     training_rows: int | None = None
     libraries: dict[str, str] = Field(default_factory=dict)
     onnx: OnnxEntry
@@ -147,6 +171,8 @@ class ManifestData(_Entry):
         wanted = "probabilities" if self.task == "classification" else "prediction"
         if wanted not in self.onnx.outputs:
             raise ValueError(f"onnx.outputs must name the {wanted!r} output of a {self.task} model")
+        if self.onnx.inputs is not None and len(self.onnx.inputs) != len(names):
+            raise ValueError(f"onnx.inputs names {len(self.onnx.inputs)} inputs for {len(names)} features")
         for example in self.examples:
             if list(example) != names:
                 raise ValueError(f"example {example} must give every feature, in order: {names}")

@@ -29,7 +29,7 @@ from irisserve.core.errors import (
     UnsupportedMediaTypeError,
     encode_json,
 )
-from irisserve.core.predictor import ClassPredictions, Predictions, Predictor
+from irisserve.core.predictor import NO_TEXTS, ClassPredictions, Predictions, Predictor, Texts
 from irisserve.core.spec import ModelSpec
 
 # A 1 MiB body of {"0":0,"1":0,...} breaks the schema 80,000 times; listing every error took 7 s of CPU
@@ -217,7 +217,7 @@ def validate(schema: type[BaseModel], payload: Any) -> Any:
         raise RequestValidationFailed(json_safe_errors([{**e, "loc": ("body", *e["loc"])} for e in errors])) from None
 
 
-def row_values(instance: BaseModel) -> list[float]:
+def row_values(instance: BaseModel) -> list[Any]:
     """A validated row's values in the spec's feature order (the generated model's field order)."""
     return list(instance.__dict__.values())
 
@@ -348,15 +348,23 @@ class RequestPipeline:
         batch = validate(self.spec.batch_model, payload)
         return [row_values(row) for row in batch.instances]
 
-    def answers(self, rows: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
+    def answers(self, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
         """Predict validated rows in one model call; each row's response object."""
-        predictions, flags = self.predict_matrix(np.asarray(rows, dtype=np.float32).reshape(-1, len(self._names)), rows)
+        predictions, flags = self.predict_rows(rows)
         return encode_predictions(self.spec, predictions, flags)
 
-    def predict_matrix(self, matrix: np.ndarray, rows: Sequence[Sequence[float]] | None = None) -> tuple[Predictions, list[list[str]]]:
-        """The model call with its out-of-range flags, observed (metrics) when an observer is set."""
+    def predict_rows(self, rows: Sequence[Sequence[Any]]) -> tuple[Predictions, list[list[str]]]:
+        """Validated rows (``ModelSpec.encode``) through the model."""
+        matrix, texts = self.spec.encode(rows)
+        return self.predict_matrix(matrix, rows if self.spec.plain else None, texts)
+
+    def predict_matrix(
+        self, matrix: np.ndarray, rows: Sequence[Sequence[float]] | None = None, texts: Texts = NO_TEXTS
+    ) -> tuple[Predictions, list[list[str]]]:
+        """The model call with its out-of-range flags (a category: an unseen value), observed (metrics) when an
+        observer is set."""
         started = time.perf_counter()
-        predictions = self.predictor.predict(matrix)
+        predictions = self.predictor.predict(matrix, texts)
         seconds = time.perf_counter() - started
         flags = self.out_of_range(matrix.tolist() if rows is None else rows)
         if self.observe is not None:
@@ -364,11 +372,11 @@ class RequestPipeline:
         return predictions, flags
 
     def out_of_range(self, rows: Sequence[Sequence[float]]) -> list[list[str]]:
-        """Each row's features outside the training range (still predicted, but flagged)."""
+        """Each row's features outside the training range (still predicted, but flagged); a missing value (NaN) is not."""
         names, mins, maxs = self._names, self._mins, self._maxs
         if len(rows) < VECTORISE_FROM_ROWS:
             return [
-                [name for name, value, low, high in zip(names, row, mins, maxs, strict=True) if not low <= value <= high]
+                [name for name, value, low, high in zip(names, row, mins, maxs, strict=True) if value < low or value > high]
                 for row in rows
             ]
         values = np.asarray(rows, dtype=np.float64)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal, Protocol
 
 import numpy as np
@@ -69,10 +70,22 @@ class ValuePredictions:
 Predictions = ClassPredictions | ValuePredictions
 
 
+Texts = Mapping[int, np.ndarray]  # a category feature's index -> its strings [N, 1] (``ModelSpec.encode``)
+NO_TEXTS: Texts = MappingProxyType({})
+
+
 class ModelBackend(Protocol):
-    def run(self, matrix: np.ndarray) -> np.ndarray:
+    def run(self, matrix: np.ndarray, texts: Texts = NO_TEXTS) -> np.ndarray:
         """Probabilities [N, classes] for a classifier, values [N] for a regressor."""
         ...
+
+
+def onnx_feed(inputs: Sequence[str] | None, input_name: str, matrix: np.ndarray, texts: Texts) -> dict[str, np.ndarray]:
+    """ONNX Runtime's inputs: the float32 matrix as one input, or (``inputs``: one per feature, for mixed kinds) each
+    feature's column [N, 1], its strings for a category. Packaging's export check feeds the model through this too."""
+    if inputs is None:
+        return {input_name: matrix}
+    return {name: texts[index] if index in texts else matrix[:, index : index + 1] for index, name in enumerate(inputs)}
 
 
 class OnnxBackend:
@@ -105,19 +118,24 @@ class OnnxBackend:
         self._output = outputs.get("probabilities") or outputs["prediction"]
         model_input = self._session.get_inputs()[0]
         self._input_name = model_input.name
+        self._inputs = manifest.data.onnx.inputs
         known = [output.name for output in self._session.get_outputs()]
         if self._output not in known:
             raise ArtifactError(f"{path} has outputs {known}; {manifest_path(manifest)} onnx.outputs names {self._output!r}.")
         width = model_input.shape[-1] if model_input.shape else None
         declared = len(manifest.data.features)
+        if self._inputs is not None:
+            width = len(self._session.get_inputs())
+            if sorted(self._inputs) != sorted(model_input.name for model_input in self._session.get_inputs()):
+                raise ArtifactError(f"{manifest_path(manifest)} onnx.inputs does not name {ONNX_NAME}'s inputs; the manifest does not describe this model.")
         if isinstance(width, int) and width != declared:
             raise ArtifactError(
                 f"{manifest_path(manifest)} declares {declared} features but {ONNX_NAME} takes {width}; "
                 "the manifest does not describe this model."
             )
 
-    def run(self, matrix: np.ndarray) -> np.ndarray:
-        return self._session.run([self._output], {self._input_name: matrix})[0]
+    def run(self, matrix: np.ndarray, texts: Texts = NO_TEXTS) -> np.ndarray:
+        return self._session.run([self._output], onnx_feed(self._inputs, self._input_name, matrix, texts))[0]
 
 
 class SklearnBackend:
@@ -140,13 +158,18 @@ class SklearnBackend:
         self._model = joblib.load(io.BytesIO(verified_bytes(manifest, PICKLE_NAME)))
         self._classifier = manifest.data.task == "classification"
         self._names = [feature.name for feature in manifest.data.features]
+        self._markers = {index: entry.missing_marker for index, entry in enumerate(manifest.data.features) if entry.type == "category"}
 
-    def run(self, matrix: np.ndarray) -> np.ndarray:
-        rows = matrix
+    def run(self, matrix: np.ndarray, texts: Texts = NO_TEXTS) -> np.ndarray:
+        rows: object = matrix
         if hasattr(self._model, "feature_names_in_"):  # fitted on a DataFrame: give it one, as ONNX gets columns by position
             import pandas
 
-            rows = pandas.DataFrame(matrix, columns=self._names)
+            frame = pandas.DataFrame(matrix.astype(np.float64), columns=self._names)
+            for index, column in texts.items():  # a category's strings, its missing marker back to NaN
+                strings = column.reshape(-1)
+                frame[self._names[index]] = pandas.Series(strings, dtype=object).where(strings != self._markers[index], np.nan)
+            rows = frame
         return self._model.predict_proba(rows) if self._classifier else self._model.predict(rows)
 
 
@@ -224,9 +247,9 @@ class Predictor:
     def _warm_up(self) -> None:
         """Pay ONNX Runtime's first-call costs before the first real request does."""
         started = time.perf_counter()
-        row = np.asarray([self.spec.middle_row()], dtype=np.float32)
+        row, texts = self.spec.encode([self.spec.middle_row()])
         try:
-            output = np.asarray(self.backend.run(row))
+            output = np.asarray(self.backend.run(row, texts))
         except Exception as exc:  # noqa: BLE001 - a backend raises its own untyped errors for a mismatched model
             raise ArtifactError(
                 f"{manifest_path(self.manifest)} does not describe this model: one row of its {len(self.spec.features)} "
@@ -234,7 +257,7 @@ class Predictor:
             ) from None
         self._check_output_shape(output)
         try:
-            self.predict(row, check_ready=False)  # and the answer's own first-call costs
+            self.predict(row, texts, check_ready=False)  # and the answer's own first-call costs
         except ModelOutputError:
             raise ArtifactError(
                 f"The model's output is not finite for the middle of its training ranges ({manifest_path(self.manifest)})."
@@ -257,11 +280,12 @@ class Predictor:
                 f"so the model should answer one row with shape {wanted}; it answers {list(output.shape)}."
             )
 
-    def predict(self, matrix: np.ndarray, *, check_ready: bool = True) -> Predictions:
-        """Predict every row of a float32 matrix [N, n_features] (features in the spec's order) in one call."""
+    def predict(self, matrix: np.ndarray, texts: Texts = NO_TEXTS, *, check_ready: bool = True) -> Predictions:
+        """Predict every row of a float32 matrix [N, n_features] (features in the spec's order; ``texts``: the
+        category columns, ``ModelSpec.encode``) in one call."""
         if check_ready and not self.ready:
             raise ModelNotReadyError("The model is not loaded yet; retry shortly.")
-        output = self.backend.run(matrix)
+        output = self.backend.run(matrix, texts)
         finite = np.isfinite(output)
         if not finite.all():  # inputs beyond what the model computes (1e38 times a coefficient): never sent nor counted
             bad = finite.reshape(len(matrix), -1).all(axis=1)

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from irisserve.core.artifact import Kind, Scalar, Unknown
 from irisserve.core.predictor import Predictor
 from irisserve.core.spec import ModelSpec
 from irisserve.core.startup import STARTUP_MARKS
@@ -53,16 +54,20 @@ class ModelInfo(BaseModel):
 class FeatureInput(BaseModel):
     name: str = Field(..., description="The JSON key.")
     description: str | None = None
+    kind: Kind = Field("number", description="number, integer, category (a string, one of categories) or boolean.")
+    nullable: bool = Field(False, description="null (or leaving the key out) means missing, which the model handles.")
     exclusive_minimum: float | None = Field(None, description="Values must be greater than this, when set.")
-    min: float = Field(..., description="Smallest value in the training data.")
-    max: float = Field(..., description="Largest value in the training data.")
+    min: float | None = Field(..., description="Smallest value in the training data (null for a category).")
+    max: float | None = Field(..., description="Largest value in the training data (null for a category).")
+    categories: list[str] | None = Field(None, description="A category's training values.")
+    unknown: Unknown = Field("error", description="An unseen category: refused (error) or predicted and flagged (ignore).")
 
 
 class ModelInputs(BaseModel):
     """What a request holds: each feature (in order) and the manifest's example rows; the model page builds its form from it."""
 
     features: list[FeatureInput]
-    examples: list[dict[str, float]] = Field(..., description="Example rows: the first is /predict's OpenAPI example.")
+    examples: list[dict[str, Scalar]] = Field(..., description="Example rows: the first is /predict's OpenAPI example.")
 
 
 class FeatureDrift(BaseModel):
@@ -140,9 +145,13 @@ def model_inputs_body(spec: ModelSpec) -> dict[str, Any]:
         {
             "name": feature.name,
             "description": feature.description,
+            "kind": feature.kind,
+            "nullable": feature.nullable,
             "exclusive_minimum": feature.exclusive_minimum,
-            "min": feature.minimum,
-            "max": feature.maximum,
+            "min": None if feature.kind == "category" else feature.minimum,
+            "max": None if feature.kind == "category" else feature.maximum,
+            "categories": list(feature.categories) if feature.kind == "category" else None,
+            "unknown": feature.unknown,
         }
         for feature in spec.features
     ]
@@ -175,7 +184,11 @@ def model_info_body(predictor: Predictor) -> dict[str, Any]:
         "task": data.task,
         "backend": predictor.backend_name,
         "feature_names": [feature.name for feature in data.features],
-        "feature_ranges": {feature.name: {"min": feature.min, "max": feature.max} for feature in data.features},
+        "feature_ranges": {
+            feature.name: {"min": feature.min, "max": feature.max}
+            for feature in data.features
+            if feature.min is not None and feature.max is not None
+        },
         "target_names": data.targets,
         "n_estimators": data.model.parameters.get("n_estimators"),
         "parameters": data.model.parameters,

@@ -8,16 +8,42 @@ response models, the OpenAPI examples, the features' training ranges and drift b
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model
+import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, create_model
+from pydantic_core import PydanticCustomError
 
-from irisserve.core.artifact import Manifest, Task
+from irisserve.core.artifact import MAX_CATEGORY_CHARS, Kind, Manifest, Scalar, Task, Unknown
 
 # ONNX Runtime computes in float32; a larger value would silently become infinity.
 FLOAT32_MAX = 3.4028234663852886e38
+# An unseen category's 422 lists this many allowed values, then how many more there are.
+MAX_CATEGORIES_LISTED = 50
+
+
+def _whole(value: float) -> float:
+    if not value.is_integer():
+        raise PydanticCustomError("int_from_float", "Input should be a valid integer, got a number with a fractional part")
+    return value
+
+
+def _category_check(categories: tuple[str, ...]) -> AfterValidator:
+    """Membership in the training values; the refusal lists at most MAX_CATEGORIES_LISTED of them, then a count."""
+    allowed = frozenset(categories)
+    listed = ", ".join(repr(value) for value in categories[:MAX_CATEGORIES_LISTED])
+    if len(categories) > MAX_CATEGORIES_LISTED:
+        listed += f" (and {len(categories) - MAX_CATEGORIES_LISTED} more)"
+
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise PydanticCustomError("enum", "Input should be one of the training data's categories: {expected}", {"expected": listed})
+        return value
+
+    return AfterValidator(check)
 
 
 @dataclass(frozen=True)
@@ -31,21 +57,47 @@ class Feature:
     exclusive_minimum: float | None = None
     bin_edges: tuple[float, ...] = ()
     bin_shares: tuple[float, ...] = ()
+    kind: Kind = "number"
+    nullable: bool = False
+    categories: tuple[str, ...] = ()
+    unknown: Unknown = "error"
+    missing_marker: str = ""
+
+    @cached_property
+    def codes(self) -> dict[str, int]:
+        """A category's value -> its index (an unseen one is len(categories); drift bins and range checks use codes)."""
+        return {value: code for code, value in enumerate(self.categories)}
+
+    def annotation(self) -> Any:
+        """The field's type: None allowed when nullable; a category checked against its values unless unseen ones are predicted."""
+        base: Any = {"number": float, "integer": Annotated[float, AfterValidator(_whole)], "boolean": bool}.get(self.kind)
+        if self.kind == "category":
+            base = str if self.unknown == "ignore" else Annotated[str, _category_check(self.categories)]
+        return base | None if self.nullable else base
 
     def field(self) -> Any:
-        """The pydantic field: a strict JSON number, finite, within float32, above the minimum if one is set."""
+        """The pydantic field: strict JSON of the feature's kind; a number finite, within float32, above the minimum if
+        one is set; a category one of its values (OpenAPI enum); optional (default null) when nullable."""
+        default: Any = None if self.nullable else ...
+        common: dict[str, Any] = {"alias": self.name, "title": self.name.replace("_", " ").title(), "strict": True}
+        if self.kind == "category":
+            extra: dict[str, JsonValue] = {"enum": list(self.categories)} if self.unknown == "error" else {"examples": list(self.categories[:MAX_CATEGORIES_LISTED])}
+            description = self.description or (
+                "A category" + ("; an unseen one is predicted and flagged." if self.unknown == "ignore" else ".")
+            )
+            return Field(default, description=description, max_length=MAX_CATEGORY_CHARS, json_schema_extra=extra, **common)
+        if self.kind == "boolean":
+            return Field(default, description=self.description, **common)
         minimum = self.exclusive_minimum
         if minimum is not None and float(minimum).is_integer():
             minimum = int(minimum)  # 0, not 0.0: the bound is echoed in 422 bodies ("ctx": {"gt": 0}), as before
         return Field(
-            ...,
-            alias=self.name,
-            title=self.name.replace("_", " ").title(),
-            description=self.description,
-            strict=True,
+            default,
+            description=self.description or f"Training range {self.minimum:g} to {self.maximum:g}.",
             gt=minimum,
             ge=-FLOAT32_MAX if minimum is None else None,
             le=FLOAT32_MAX,
+            **common,
         )
 
 
@@ -58,7 +110,7 @@ class ModelSpec:
     task: Task
     features: tuple[Feature, ...]
     targets: tuple[str, ...]
-    examples: tuple[dict[str, float], ...]
+    examples: tuple[dict[str, Scalar], ...]
     model_type: str = ""
     request_model: type[BaseModel] = field(init=False, repr=False, compare=False)
     batch_model: type[BaseModel] = field(init=False, repr=False, compare=False)
@@ -80,12 +132,18 @@ class ModelSpec:
         features = tuple(
             Feature(
                 name=entry.name,
-                minimum=entry.min,
-                maximum=entry.max,
+                # a category's range is its codes: an unseen value (code len(categories)) is out of range
+                minimum=0.0 if entry.min is None else entry.min,
+                maximum=float(len(entry.categories or ()) - 1) if entry.max is None else entry.max,
                 description=entry.description,
                 exclusive_minimum=entry.exclusive_minimum,
                 bin_edges=tuple(entry.bins.edges) if entry.bins else (),
                 bin_shares=tuple(entry.bins.shares) if entry.bins else (),
+                kind=entry.type,
+                nullable=entry.nullable,
+                categories=tuple(entry.categories or ()),
+                unknown=entry.unknown,
+                missing_marker=entry.missing_marker,
             )
             for entry in data.features
         )
@@ -104,12 +162,36 @@ class ModelSpec:
     def feature_names(self) -> tuple[str, ...]:
         return tuple(feature.name for feature in self.features)
 
+    @cached_property
+    def plain(self) -> bool:
+        """Every feature a number, none nullable (Iris): rows go to the model as they are, one float32 matrix."""
+        return all(feature.kind == "number" and not feature.nullable for feature in self.features)
+
+    def encode(self, rows: Sequence[Sequence[Scalar]]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """Validated rows as the float32 matrix [N, features] the model (numbers), drift and range checks read, and
+        each category's column of strings [N, 1]. In the matrix a missing value is NaN and a category is its code
+        (len(categories) when unseen); in a string column a missing category is its missing marker."""
+        if self.plain:
+            return np.asarray(rows, dtype=np.float32).reshape(-1, len(self.features)), {}
+        matrix = np.empty((len(rows), len(self.features)), dtype=np.float32)
+        texts: dict[int, np.ndarray] = {}
+        nan = float("nan")
+        for index, feature in enumerate(self.features):
+            column = [row[index] for row in rows]
+            if feature.kind == "category":
+                codes, unseen, marker = feature.codes, len(feature.categories), feature.missing_marker
+                matrix[:, index] = [nan if value is None else codes.get(value, unseen) for value in column]  # type: ignore[arg-type]
+                texts[index] = np.array([marker if value is None else value for value in column], dtype=object).reshape(-1, 1)
+            else:
+                matrix[:, index] = [nan if value is None else float(value) for value in column]
+        return matrix, texts
+
     @property
     def is_classifier(self) -> bool:
         return self.task == "classification"
 
     @property
-    def example(self) -> dict[str, float]:
+    def example(self) -> dict[str, Scalar]:
         return self.examples[0]
 
     @property
@@ -117,13 +199,22 @@ class ModelSpec:
         kind = "classifier" if self.is_classifier else "regressor"
         return f"{self.name[:1].upper()}{self.name[1:]} {kind}"
 
-    def middle_row(self) -> list[float]:
-        """The middle of every feature's training range (a warm-up input that passes every constraint)."""
+    def middle_row(self) -> list[Scalar]:
+        """The middle of every feature's training range, a category's first value (a warm-up input that passes every constraint)."""
         return list(_middle_row(self.features).values())
 
 
-def _middle_row(features: tuple[Feature, ...]) -> dict[str, float]:
-    return {feature.name: (feature.minimum + feature.maximum) / 2 for feature in features}
+def _middle(feature: Feature) -> Scalar:
+    if feature.kind == "category":
+        return feature.categories[0]
+    if feature.kind == "boolean":
+        return False
+    middle = (feature.minimum + feature.maximum) / 2
+    return float(round(middle)) if feature.kind == "integer" else middle
+
+
+def _middle_row(features: tuple[Feature, ...]) -> dict[str, Scalar]:
+    return {feature.name: _middle(feature) for feature in features}
 
 
 def class_name(model_name: str) -> str:
@@ -135,7 +226,15 @@ def class_name(model_name: str) -> str:
 
 def _request_model(spec: ModelSpec) -> type[BaseModel]:
     # Python names are placeholders; clients only ever see the aliases (the feature names).
-    fields: dict[str, Any] = {f"feature_{i}": (float, feature.field()) for i, feature in enumerate(spec.features)}
+    fields: dict[str, Any] = {f"feature_{i}": (feature.annotation(), feature.field()) for i, feature in enumerate(spec.features)}
+    kinds = (
+        f"One row of {spec.name}'s {len(spec.features)} features, JSON numbers. "
+        "Unknown fields, strings, booleans, NaN and infinities are rejected."
+        if spec.plain
+        else f"One row of {spec.name}'s {len(spec.features)} features: numbers, categories (one of their values) and "
+        "booleans as JSON numbers, strings and true/false; null or an omitted key for a missing value where a feature "
+        "allows it. Unknown fields, NaN and infinities are rejected."
+    )
     return create_model(
         f"{class_name(spec.name)}Features",
         __config__=ConfigDict(
@@ -144,15 +243,12 @@ def _request_model(spec: ModelSpec) -> type[BaseModel]:
             title=f"{class_name(spec.name)}Features",
             json_schema_extra={"examples": _json_list([spec.example])},
         ),
-        __doc__=(
-            f"One row of {spec.name}'s {len(spec.features)} features, JSON numbers. "
-            "Unknown fields, strings, booleans, NaN and infinities are rejected."
-        ),
+        __doc__=kinds,
         **fields,
     )
 
 
-def _json_list(rows: Iterable[dict[str, float]]) -> list[JsonValue]:
+def _json_list(rows: Iterable[dict[str, Scalar]]) -> list[JsonValue]:
     return [dict(row) for row in rows]
 
 

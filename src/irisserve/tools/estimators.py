@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from sklearn.multioutput import (
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
+from irisserve.tools.converters import register_boosters
 from irisserve.tools.errors import PackagingError
 
 Task = Literal["classification", "regression"]
@@ -66,6 +68,13 @@ def inspect_estimator(estimator: Any) -> EstimatorSpec:
             f"Cannot package {label}: it has no predict_proba, and irisserve serves class probabilities "
             "(use e.g. SVC(probability=True) or CalibratedClassifierCV)."
         )
+    if type(final).__name__ in ("SVC", "NuSVC") and getattr(final, "probability", False):
+        raise PackagingError(
+            f"Cannot package {label}: with probability=True its predict decides labels from the decision function, "
+            "not from the probabilities ONNX exports, so the two disagree near the boundary (and scikit-learn deprecates "
+            "the option); fit CalibratedClassifierCV(SVC(), ensemble=False) instead, which packages."
+        )
+    register_boosters()
     _check_converters(steps)
     return EstimatorSpec(
         task=task,
@@ -86,7 +95,7 @@ def check_single_output(estimator: Any, spec: EstimatorSpec, sample: Any) -> Non
 def scalar_parameters(final: Any) -> dict[str, Any]:
     """The predicting step's own scalar parameters (nested estimators and arrays left out)."""
     return {
-        key: value
+        key: str(value) if isinstance(value, float) and not math.isfinite(value) else value  # XGBoost's missing=nan: JSON has no NaN
         for key, value in final.get_params(deep=False).items()
         if isinstance(value, (int, float, str, bool, type(None)))
     }

@@ -8,6 +8,8 @@ from typing import Any, TypedDict
 import numpy as np
 import pandas as pd
 
+from irisserve.core.artifact import MAX_CATEGORIES, MAX_CATEGORY_CHARS, Kind, Scalar, control_characters
+from irisserve.tools.converters import MISSING_MARKER
 from irisserve.tools.errors import PackagingError, listed
 
 DECILES = np.arange(1, 10) / 10
@@ -22,7 +24,7 @@ class FeatureNote(TypedDict, total=False):
 
 
 def feature_frame(features: pd.DataFrame | np.ndarray, feature_names: Sequence[str] | None) -> pd.DataFrame:
-    """The features as a DataFrame of finite numbers under unique string names; refuse anything else."""
+    """The features as a DataFrame under unique string names: numbers (finite or missing), booleans, text categories."""
     frame = _as_frame(features, feature_names)
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise PackagingError(f"The data has {frame.shape[0]} rows and {frame.shape[1]} feature columns; packaging needs both.")
@@ -33,18 +35,38 @@ def feature_frame(features: pd.DataFrame | np.ndarray, feature_names: Sequence[s
     repeated = sorted({column for column in columns if columns.count(column) > 1})
     if repeated:
         raise PackagingError(f"Feature names must be unique; repeated: {listed(repeated)}.")
-    not_numeric = [
-        column
-        for column in columns
-        if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column])
-    ]
-    if not_numeric:
-        raise PackagingError(f"Columns {listed(not_numeric)} are not numeric; irisserve features are numbers (encode or drop them).")
-    finite = np.isfinite(frame.to_numpy(dtype=np.float64))
-    if not finite.all():
-        gaps = [f"{column!r} ({int((~finite[:, i]).sum())} rows)" for i, column in enumerate(columns) if not finite[:, i].all()]
-        raise PackagingError(f"Columns {', '.join(gaps)} have missing or infinite values; fill or drop those rows first.")
+    kinds = {column: column_kind(frame, column) for column in columns}
+    numeric = [column for column in columns if kinds[column] in ("number", "integer")]
+    infinite = [column for column in numeric if np.isinf(frame[column].to_numpy(dtype=np.float64)).any()]
+    if infinite:
+        raise PackagingError(f"Columns {listed(infinite)} have infinite values; fill or drop those rows first.")
+    empty = [column for column in columns if frame[column].isna().all()]
+    if empty:
+        raise PackagingError(f"Columns {listed(empty)} have no values at all; drop them.")
     return frame
+
+
+def column_kind(frame: pd.DataFrame, column: str) -> Kind:
+    """A column's kind from its values: boolean (a bool column), integer (an integer column), number, or category
+    (text: every value a string, at most MAX_CATEGORIES of them, none empty, long or with a control character)."""
+    series = frame[column]
+    if pd.api.types.is_bool_dtype(series):
+        return "boolean"
+    if pd.api.types.is_numeric_dtype(series):
+        return "integer" if pd.api.types.is_integer_dtype(series) else "number"
+    values = series.dropna()
+    if not all(isinstance(value, str) for value in values):
+        raise PackagingError(f"Column {column!r} mixes text with other values; irisserve features are numbers, booleans or text categories.")
+    categories = values.unique()
+    if len(categories) > MAX_CATEGORIES:
+        raise PackagingError(f"Column {column!r} has {len(categories)} distinct values; a category may have at most {MAX_CATEGORIES} (is it an identifier?).")
+    bad = [value for value in categories if value == MISSING_MARKER or len(value) > MAX_CATEGORY_CHARS or control_characters(value)]
+    if bad:
+        raise PackagingError(
+            f"Column {column!r} has the value(s) {listed([value[:60] for value in bad[:5]])}: a category must be non-empty text of at "
+            f"most {MAX_CATEGORY_CHARS} characters without control characters (an empty cell means missing)."
+        )
+    return "category"
 
 
 def check_feature_names(estimator: Any, label: str, names: list[str]) -> None:
@@ -67,7 +89,7 @@ def check_feature_names(estimator: Any, label: str, names: list[str]) -> None:
     raise PackagingError(f"The data's columns do not match the features {label} was fitted on: {'; '.join(problems)}.")
 
 
-def check_notes(notes: Mapping[str, FeatureNote] | None, names: list[str], values: np.ndarray) -> dict[str, dict[str, Any]]:
+def check_notes(notes: Mapping[str, FeatureNote] | None, names: list[str], frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Notes on known features only, in the manifest's key order; the data must respect each exclusive_minimum."""
     notes = notes or {}
     unknown = [feature for feature in notes if feature not in names]
@@ -77,22 +99,33 @@ def check_notes(notes: Mapping[str, FeatureNote] | None, names: list[str], value
     for feature, note in notes.items():
         checked[feature] = {key: note[key] for key in NOTE_KEYS if key in note}  # type: ignore[literal-required]
         minimum = note.get("exclusive_minimum")
-        if minimum is not None and not (values[:, names.index(feature)] > minimum).all():
+        if minimum is not None and not (frame[feature].dropna().to_numpy(dtype=np.float64) > minimum).all():
             raise PackagingError(f"Feature {feature!r} must be > {minimum} (its exclusive_minimum), but the data has smaller values.")
     return checked
 
 
+def json_value(kind: Kind, value: Any) -> Scalar:
+    """A data value as the JSON a client sends for it: null when missing."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if kind == "category":
+        return str(value)
+    if kind == "boolean":
+        return bool(value)
+    return int(value) if kind == "integer" else float(value)
+
+
 def check_examples(
-    examples: Sequence[Mapping[str, float]] | None, names: list[str], values: np.ndarray
-) -> list[dict[str, float]]:
+    examples: Sequence[Mapping[str, Any]] | None, names: list[str], frame: pd.DataFrame, kinds: Mapping[str, Kind]
+) -> list[dict[str, Scalar]]:
     """The example rows (the OpenAPI examples: the first for /predict, all of them for a batch): the ones
     given (every feature, in order), else the first two data rows."""
     if examples is None:
-        return [{feature: float(value) for feature, value in zip(names, row, strict=True)} for row in values[:2]]
+        examples = frame.head(2).to_dict(orient="records")
     for example in examples:
         if list(example) != names:
             raise PackagingError(f"An example must give every feature, in order ({listed(names)}); it gives {listed(list(example))}.")
-    return [{feature: float(value) for feature, value in example.items()} for example in examples]
+    return [{feature: json_value(kinds[feature], value) for feature, value in example.items()} for example in examples]
 
 
 def bins(column: np.ndarray) -> dict[str, list[float]]:
@@ -102,16 +135,25 @@ def bins(column: np.ndarray) -> dict[str, list[float]]:
     return {"edges": edges.tolist(), "shares": (counts / len(column)).tolist()}
 
 
-def profile(name: str, column: np.ndarray, note: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """One manifest feature entry: name, type, the optional note (description, exclusive_minimum), range, bins."""
-    return {
-        "name": name,
-        "type": "number",
-        **(note or {}),
-        "min": float(column.min()),
-        "max": float(column.max()),
-        "bins": bins(column),
-    }
+def category_bins(series: pd.Series, categories: Sequence[str]) -> dict[str, list[float]]:
+    """Bins over a category's codes (ModelSpec.encode): one per category, in order, then one for unseen values
+    (share 0 in training); the edges fall between the codes, so the numeric drift rule bins them."""
+    present = series.dropna()
+    counts = present.value_counts()
+    shares = [float(counts.get(value, 0)) / max(len(present), 1) for value in categories]
+    return {"edges": [code + 0.5 for code in range(len(categories))], "shares": [*shares, 0.0]}
+
+
+def profile(name: str, series: pd.Series, kind: Kind, note: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One manifest feature entry: name, type, nullable, the optional note (description, exclusive_minimum), then
+    the range and bins of its present values (a category: its values and their shares)."""
+    missing = float(series.isna().mean())
+    entry: dict[str, Any] = {"name": name, "type": kind, **({"nullable": True, "missing_rate": missing} if missing else {}), **(note or {})}
+    if kind == "category":
+        categories = sorted(series.dropna().unique().tolist())
+        return {**entry, "categories": categories, "bins": category_bins(series, categories)}
+    column = series.dropna().to_numpy(dtype=np.float64)
+    return {**entry, "min": float(column.min()), "max": float(column.max()), "bins": bins(column)}
 
 
 def _as_frame(features: pd.DataFrame | np.ndarray, feature_names: Sequence[str] | None) -> pd.DataFrame:

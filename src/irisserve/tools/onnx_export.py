@@ -4,7 +4,7 @@ Mechanism only: these functions convert and measure; ``packaging`` decides what 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,16 +12,21 @@ import numpy as np
 import onnx
 import onnxruntime
 import pandas as pd
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
+from skl2onnx import convert_sklearn, get_latest_tested_opset_version
+from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+from sklearn.pipeline import Pipeline
 
+from irisserve.core.artifact import Kind
 from irisserve.core.predictor import decide
+from irisserve.tools.converters import MISSING_MARKER, for_conversion, hist_gradient_boosting_fixed, parts
 
 ONNX_INPUT = "input"
 PROBABILITIES_OUTPUT = "probabilities"
 EXPORT_CHECK_POINTS = 100_000
 CHECK_SEED = 42
 PROBABILITY_TOLERANCE = 1e-5
+# A category value the training data never had: the check sends it where the model predicts unseen values.
+UNSEEN_CATEGORY = "irisserve-unseen-category"
 # A regressor's float32 graph may differ from scikit-learn's float64 by this fraction of its output
 # scale, max(1, largest |prediction| on the data rows): about 84 float32 ulps. Measured worst cases
 # (diabetes, synthetic data; GradientBoosting, RandomForest, linear, SVR, MLP) stay below 1e-6.
@@ -56,25 +61,99 @@ class ExportCheck:
         }
 
 
-def convert(estimator: Any, *, n_features: int, classifier: Any | None, graph_name: str) -> onnx.ModelProto:
-    """The model as ONNX with one float32 input; a classifier's probabilities as a plain tensor (no ZipMap)."""
-    options = {id(classifier): {"zipmap": False}} if classifier is not None else None
-    return convert_sklearn(
-        estimator,
-        initial_types=[(ONNX_INPUT, FloatTensorType([None, n_features]))],
-        options=options,
-        name=graph_name,  # skl2onnx otherwise names the graph with a random UUID, and the bytes differ each run
+def convert(
+    estimator: Any, *, n_features: int, classifier: Any | None, graph_name: str, columns: Sequence[tuple[str, Kind]] | None = None
+) -> onnx.ModelProto:
+    """The model as ONNX with one float32 input, or with ``columns`` one input per column ([N, 1]: strings for a
+    category, float32 otherwise; skl2onnx's "Dataframe as an input"); a classifier's probabilities as a plain
+    tensor (no ZipMap). It converts ``converters.for_conversion``'s copy, which answers as the model does."""
+    prepared = for_conversion(estimator)
+    final = prepared.steps[-1][1] if isinstance(prepared, Pipeline) else prepared
+    options = {id(final): {"zipmap": False}} if classifier is not None else None
+    initial_types: list[tuple[str, Any]] = (
+        [(ONNX_INPUT, FloatTensorType([None, n_features]))]
+        if columns is None
+        else [(name, StringTensorType([None, 1]) if kind == "category" else FloatTensorType([None, 1])) for name, kind in columns]
     )
+    with hist_gradient_boosting_fixed(prepared):
+        return convert_sklearn(
+            prepared,
+            initial_types=initial_types,
+            options=options,
+            target_opset=target_opset(prepared),
+            name=graph_name,  # skl2onnx otherwise names the graph with a random UUID, and the bytes differ each run
+        )
+
+
+def target_opset(estimator: Any) -> dict[str, int] | None:
+    """skl2onnx's default, but for LightGBM and XGBoost: onnxmltools 1.16 writes their trees in ai.onnx.ml opset 3 only."""
+    if any(type(part).__module__.split(".")[0] in ("xgboost", "lightgbm") for part in parts(estimator)):
+        return {"": get_latest_tested_opset_version(), "ai.onnx.ml": 3}
+    return None
 
 
 def new_session(onnx_bytes: bytes) -> onnxruntime.InferenceSession:
     return onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
 
 
-def sklearn_input(estimator: Any, values: np.ndarray) -> Any:
+def sklearn_input(estimator: Any, values: np.ndarray | pd.DataFrame) -> Any:
     """Rows as the estimator was fitted: a DataFrame with its column names if it has them (no warning), else the array."""
     names = getattr(estimator, "feature_names_in_", None)
+    if isinstance(values, pd.DataFrame):
+        return values if names is not None else values.to_numpy()
     return pd.DataFrame(values, columns=list(names)) if names is not None else values
+
+
+def check_frame(frame: pd.DataFrame, features: Sequence[Mapping[str, Any]], n_points: int, *, seed: int = CHECK_SEED) -> pd.DataFrame:
+    """``check_points`` for a typed table: every data row plus random points drawn per kind (numbers as
+    ``check_points`` draws them, whole for an integer; booleans; a category's values, and an unseen one where the
+    model predicts unseen values), missing (NaN) at each nullable feature's missing rate."""
+    names = list(frame.columns)
+    numeric = [i for i, feature in enumerate(features) if feature["type"] in ("number", "integer")]
+    numbers = frame.iloc[:, numeric].to_numpy(dtype=np.float64)
+    lows, highs = np.nanmin(numbers, axis=0), np.nanmax(numbers, axis=0)
+    floors = [features[i].get("exclusive_minimum") for i in numeric]
+    drawn = check_points(np.vstack([lows, highs]), n_points, exclusive_minimums=floors, seed=seed)[2:] if numeric else None
+    rng = np.random.default_rng(seed + 1)
+    columns: dict[str, Any] = {}
+    for index, (name, feature) in enumerate(zip(names, features, strict=True)):
+        kind = feature["type"]
+        if kind == "category":
+            values = list(feature["categories"]) + ([UNSEEN_CATEGORY] if feature.get("unknown") == "ignore" else [])
+            random = pd.Series(rng.choice(np.array(values, dtype=object), n_points), dtype=object)
+        elif kind == "boolean":
+            random = pd.Series(rng.random(n_points) < 0.5)
+        else:
+            random = pd.Series(drawn[:, numeric.index(index)].astype(np.float64))  # type: ignore[index]
+            if kind == "integer":
+                random = random.round()
+        if feature.get("nullable"):
+            random = random.astype(object if kind == "category" else np.float64).mask(rng.random(n_points) < feature["missing_rate"])
+        data = frame[name].astype(np.float32).astype(np.float64) if kind == "number" else frame[name]
+        columns[name] = pd.concat([data.reset_index(drop=True), random], ignore_index=True)
+    points = pd.DataFrame(columns)
+    for name, feature in zip(names, features, strict=True):
+        if feature["type"] == "integer" and not points[name].isna().any():
+            points[name] = points[name].astype(np.int64)
+        if feature["type"] == "boolean":
+            points[name] = points[name].astype(bool)
+    return points
+
+
+def encode_frame(points: pd.DataFrame, features: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """A table as ``ModelSpec.encode`` gives the server's rows: the float32 matrix (a category as its code) and each
+    category's strings [N, 1] (missing as the marker)."""
+    matrix = np.empty(points.shape, dtype=np.float32)
+    texts: dict[int, np.ndarray] = {}
+    for index, (name, feature) in enumerate(zip(points.columns, features, strict=True)):
+        column = points[name]
+        if feature["type"] == "category":
+            codes = pd.Categorical(column, categories=feature["categories"]).codes.astype(np.float32)
+            matrix[:, index] = np.where(column.isna(), np.nan, np.where(codes < 0, len(feature["categories"]), codes))
+            texts[index] = column.astype(object).where(column.notna(), MISSING_MARKER).to_numpy().reshape(-1, 1)
+        else:
+            matrix[:, index] = column.to_numpy(dtype=np.float32)
+    return matrix, texts
 
 
 def check_points(
@@ -128,9 +207,12 @@ def _class_indices(classes: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return order[positions]
 
 
-def compare_classifier(estimator: Any, session: onnxruntime.InferenceSession, points: np.ndarray) -> ExportCheck:
-    """Labels the server would decide from ONNX probabilities vs ``predict``; probabilities vs ``predict_proba``."""
-    onnx_probabilities = session.run([PROBABILITIES_OUTPUT], {ONNX_INPUT: points})[0]
+def compare_classifier(
+    estimator: Any, session: onnxruntime.InferenceSession, points: np.ndarray | pd.DataFrame, feed: Mapping[str, np.ndarray] | None = None
+) -> ExportCheck:
+    """Labels the server would decide from ONNX probabilities vs ``predict``; probabilities vs ``predict_proba``.
+    ``feed``: what ONNX Runtime gets for ``points`` (default: ``points`` as the one float32 input)."""
+    onnx_probabilities = session.run([PROBABILITIES_OUTPUT], dict(feed) if feed is not None else {ONNX_INPUT: points})[0]
     rows = sklearn_input(estimator, points)
     sklearn_probabilities = np.asarray(estimator.predict_proba(rows))
     sklearn_labels = _class_indices(np.asarray(estimator.classes_), np.asarray(estimator.predict(rows)))
@@ -145,10 +227,11 @@ def compare_classifier(estimator: Any, session: onnxruntime.InferenceSession, po
 
 
 def compare_regressor(
-    estimator: Any, session: onnxruntime.InferenceSession, output: str, points: np.ndarray, data_rows: int
+    estimator: Any, session: onnxruntime.InferenceSession, output: str, points: np.ndarray | pd.DataFrame, data_rows: int,
+    feed: Mapping[str, np.ndarray] | None = None,
 ) -> ExportCheck:
     """ONNX predictions vs ``predict``, allowed REGRESSION_RELATIVE_TOLERANCE of the data rows' output scale."""
-    onnx_predictions = session.run([output], {ONNX_INPUT: points})[0].reshape(-1)
+    onnx_predictions = session.run([output], dict(feed) if feed is not None else {ONNX_INPUT: points})[0].reshape(-1)
     sklearn_predictions = np.asarray(estimator.predict(sklearn_input(estimator, points)), dtype=np.float64).reshape(-1)
     scale = max(1.0, float(np.abs(sklearn_predictions[:data_rows]).max()))
     difference = (

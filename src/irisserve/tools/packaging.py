@@ -10,6 +10,7 @@ import csv
 import io
 import platform
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
@@ -32,11 +33,14 @@ from irisserve.core.artifact import (
     NAME_PATTERN,
     ONNX_NAME,
     PICKLE_NAME,
+    Kind,
     describe_file,
     identity_problem,
 )
+from irisserve.core.predictor import onnx_feed
 from irisserve.tools import onnx_export
 from irisserve.tools.atomic_write import check_destination, superseded_version, write_artifact
+from irisserve.tools.converters import MISSING_MARKER
 from irisserve.tools.errors import PackagingError, listed, one_line, root_cause
 from irisserve.tools.estimators import (
     EstimatorSpec,
@@ -49,6 +53,7 @@ from irisserve.tools.features import (
     check_examples,
     check_feature_names,
     check_notes,
+    column_kind,
     feature_frame,
     profile,
 )
@@ -88,7 +93,7 @@ def package(
     target: Any | None = None,
     target_names: Sequence[str] | None = None,
     feature_notes: Mapping[str, FeatureNote] | None = None,
-    examples: Sequence[Mapping[str, float]] | None = None,
+    examples: Sequence[Mapping[str, Any]] | None = None,
     metrics: Mapping[str, Any] | None = None,
     graph_name: str | None = None,
     check_size: int = onnx_export.EXPORT_CHECK_POINTS,
@@ -106,17 +111,23 @@ def package(
     spec = inspect_estimator(estimator)
     frame = feature_frame(features, feature_names)
     names = [str(column) for column in frame.columns]
-    values = frame.to_numpy(dtype=np.float64)
+    kinds = {name: column_kind(frame, name) for name in names}
     check_feature_names(estimator, spec.type_name, names)
-    check_single_output(estimator, spec, onnx_export.sklearn_input(estimator, values))
-    notes = check_notes(feature_notes, names, values)
-    examples = check_examples(examples, names, values)
+    check_single_output(estimator, spec, onnx_export.sklearn_input(estimator, frame))
+    notes = check_notes(feature_notes, names, frame)
+    checked_examples = check_examples(examples, names, frame, kinds)
     targets = _targets(estimator, spec, target, target_names)
-    scores = {**_score(estimator, spec, values, target), **(metrics or {})}
+    scores = {**_score(estimator, spec, frame, target), **(metrics or {})}
+    profiles = [profile(name, frame[name], kinds[name], notes.get(name)) for name in names]
+    for entry in profiles:
+        if entry["type"] == "category":
+            entry["unknown"] = _unknown_handling(estimator, frame, entry["name"])
+            if entry.get("nullable"):
+                entry["missing_marker"] = MISSING_MARKER
+    columns = [(name, kinds[name]) for name in names] if "category" in kinds.values() else None
 
-    onnx_bytes, outputs = _export(estimator, spec, len(names), graph_name or name)
-    minimums = [notes.get(feature, {}).get("exclusive_minimum") for feature in names]
-    check = _check_export(estimator, spec, onnx_bytes, outputs, values, minimums, check_size)
+    onnx_bytes, outputs = _export(estimator, spec, len(names), graph_name or name, columns)
+    check = _check_export(estimator, spec, onnx_bytes, outputs, frame, profiles, columns, check_size)
     pickle_bytes = _pickle(estimator, spec)
     supersedes = superseded_version(out_dir, name)
 
@@ -128,13 +139,18 @@ def package(
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "task": spec.task,
             "model": {"type": spec.type_name, "parameters": scalar_parameters(spec.final), "steps": spec.steps},
-            "features": [profile(feature, values[:, i], notes.get(feature)) for i, feature in enumerate(names)],
+            "features": profiles,
             "targets": targets,
-            "examples": examples,
+            "examples": checked_examples,
             "metrics": scores,
-            "training_rows": int(values.shape[0]),
+            "training_rows": len(frame),
             "libraries": _library_versions(),
-            "onnx": {"input_name": onnx_export.ONNX_INPUT, "outputs": outputs, "export_check": check.as_manifest()},
+            "onnx": {
+                "input_name": onnx_export.ONNX_INPUT,
+                **({"inputs": names} if columns is not None else {}),
+                "outputs": outputs,
+                "export_check": check.as_manifest(),
+            },
             "files": {file_name: describe_file(folder / file_name) for file_name in (ONNX_NAME, PICKLE_NAME)},
         }
         if supersedes is not None:
@@ -264,7 +280,21 @@ def _targets(estimator: Any, spec: EstimatorSpec, target: Any | None, target_nam
     return [str(target_name) for target_name in target_names]
 
 
-def _score(estimator: Any, spec: EstimatorSpec, values: np.ndarray, target: Any | None) -> dict[str, float]:
+def _unknown_handling(estimator: Any, frame: pd.DataFrame, column: str) -> str:
+    """"ignore" when the model predicts a row whose ``column`` holds a value it never saw (an encoder with
+    handle_unknown="ignore"), else "error": asked of the model itself, whatever encoder it holds."""
+    probe = frame.head(1).copy()
+    probe[column] = onnx_export.UNSEEN_CATEGORY
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            estimator.predict(onnx_export.sklearn_input(estimator, probe))
+    except Exception:  # noqa: BLE001 - an encoder refusing an unknown category raises ValueError, others anything
+        return "error"
+    return "ignore"
+
+
+def _score(estimator: Any, spec: EstimatorSpec, values: pd.DataFrame, target: Any | None) -> dict[str, float]:
     """Accuracy (classifier) or r2, mae, rmse (regressor) on the given rows; none without a target."""
     if target is None:
         return {}
@@ -289,14 +319,21 @@ def _score(estimator: Any, spec: EstimatorSpec, values: np.ndarray, target: Any 
     }
 
 
-def _export(estimator: Any, spec: EstimatorSpec, n_features: int, graph_name: str) -> tuple[bytes, dict[str, str]]:
+def _export(
+    estimator: Any, spec: EstimatorSpec, n_features: int, graph_name: str, columns: list[tuple[str, Kind]] | None
+) -> tuple[bytes, dict[str, str]]:
     """The ONNX bytes, and the manifest's name for the output the server reads."""
     classifier = spec.final if spec.task == "classification" else None
     try:
-        model = onnx_export.convert(estimator, n_features=n_features, classifier=classifier, graph_name=graph_name)
+        model = onnx_export.convert(estimator, n_features=n_features, classifier=classifier, graph_name=graph_name, columns=columns)
     except Exception as exc:  # noqa: BLE001 - skl2onnx raises many types, often with the whole node attached
+        text = [column for column, kind in columns or [] if kind == "category"]
+        hint = (
+            f" Columns {listed(text)} hold text: the model must encode them itself (a Pipeline whose ColumnTransformer "
+            "one-hot or ordinal encodes them)." if text else ""
+        )
         raise PackagingError(
-            f"Cannot package {spec.label}: skl2onnx {skl2onnx.__version__} failed to convert it ({root_cause(exc)})."
+            f"Cannot package {spec.label}: skl2onnx {skl2onnx.__version__} failed to convert it ({root_cause(exc)}).{hint}"
         ) from None
     output_names = [output.name for output in model.graph.output]
     if classifier is not None:
@@ -316,8 +353,9 @@ def _check_export(
     spec: EstimatorSpec,
     onnx_bytes: bytes,
     outputs: Mapping[str, str],
-    values: np.ndarray,
-    minimums: Sequence[float | None],
+    frame: pd.DataFrame,
+    profiles: Sequence[Mapping[str, Any]],
+    columns: list[tuple[str, Kind]] | None,
     check_size: int,
 ) -> onnx_export.ExportCheck:
     """ONNX Runtime vs scikit-learn on every row and on random points around them; refuse any disagreement."""
@@ -325,20 +363,44 @@ def _check_export(
         session = onnx_export.new_session(onnx_bytes)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
         raise PackagingError(f"Cannot package {spec.label}: ONNX Runtime cannot load its graph ({one_line(exc)}).") from None
-    points = onnx_export.check_points(values, check_size, exclusive_minimums=minimums)
+    points = onnx_export.check_frame(frame, profiles, check_size)
+    matrix, texts = onnx_export.encode_frame(points, profiles)
+    feed = onnx_feed([name for name, _ in columns] if columns else None, onnx_export.ONNX_INPUT, matrix, texts)
+    gaps = [entry["name"] for entry in profiles if entry.get("nullable")]
+    hint = f" The data has missing values in {listed(gaps)}: fill them, or add an imputer to the pipeline." if gaps else ""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an encoder's "unknown categories" warning, once per point
+            return _compare(estimator, spec, session, outputs, points, feed, len(frame), hint)
+    except PackagingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the model itself refusing a point: a missing value it cannot take
+        raise PackagingError(f"Cannot package {spec.label}: it fails on the check points ({type(exc).__name__}: {one_line(exc)}).{hint}") from None
+
+
+def _compare(
+    estimator: Any,
+    spec: EstimatorSpec,
+    session: Any,
+    outputs: Mapping[str, str],
+    points: pd.DataFrame,
+    feed: dict[str, np.ndarray],
+    data_rows: int,
+    hint: str,
+) -> onnx_export.ExportCheck:
     if spec.task == "classification":
-        check = onnx_export.compare_classifier(estimator, session, points)
+        check = onnx_export.compare_classifier(estimator, session, points, feed)
         figures = (
             f"{check.label_mismatches} label mismatches, largest probability difference "
             f"{check.max_probability_difference:.2e} (allowed {check.tolerance:.0e})"
         )
     else:
-        check = onnx_export.compare_regressor(estimator, session, outputs["prediction"], points, len(values))
+        check = onnx_export.compare_regressor(estimator, session, outputs["prediction"], points, data_rows, feed)
         figures = f"largest difference {check.max_abs_difference:.3g} (allowed {check.tolerance:.3g})"
     if not check.passed:
         raise PackagingError(
             f"Cannot package {spec.label}: its ONNX export disagrees with scikit-learn on {check.rows_checked} points: "
-            f"{figures}. Nothing was written."
+            f"{figures}. Nothing was written.{hint}"
         )
     return check
 

@@ -330,7 +330,7 @@ def infer(
     parsed, binary = parse_inference_request(body, header_length, spec)
     outputs = requested_outputs(parsed, spec)
     rows = input_rows(parsed, binary, spec, pipeline.limits.max_batch_size)
-    predictions, _ = pipeline.predict_matrix(np.asarray(rows, dtype=np.float32), rows)
+    predictions, _ = pipeline.predict_rows(rows)
     answer: dict[str, Any] = {"model_name": name, "model_version": spec.version}
     if parsed.id is not None:
         answer["id"] = parsed.id
