@@ -86,7 +86,7 @@ def test_sigterm_under_keep_alive_load_loses_no_request(model_dir: Path, tmp_pat
 
 def test_readiness_turns_503_at_once_and_answers_close_their_connection(model_dir: Path, tmp_path: Path) -> None:
     port = free_port()
-    env = function_env(model_dir, IRISSERVE_DRAIN_SECONDS="2")
+    env = function_env(model_dir, IRISSERVE_DRAIN_SECONDS="1")
     with run_server(function_command(port), port=port, log_path=tmp_path / "fn.log", env=env, ready_path="/") as server:
         os.kill(server.process.pid, signal.SIGTERM)
         time.sleep(0.3)

@@ -362,7 +362,7 @@ def test_sigterm_under_keep_alive_load_loses_no_request(model_dir: Path, tmp_pat
 
 def test_readiness_turns_503_at_once_and_answers_close_their_connection(model_dir: Path, tmp_path: Path) -> None:
     port = free_port()
-    env = {"PORT": str(port), "IRISSERVE_MODEL_DIR": str(model_dir), "IRISSERVE_DRAIN_SECONDS": "2", "IRISSERVE_HOST": "127.0.0.1"}
+    env = {"PORT": str(port), "IRISSERVE_MODEL_DIR": str(model_dir), "IRISSERVE_DRAIN_SECONDS": "1", "IRISSERVE_HOST": "127.0.0.1"}
     with run_server(serve_command(), port=port, log_path=tmp_path / "serve.log", env=env) as server:
         os.kill(server.process.pid, signal.SIGTERM)
         time.sleep(0.2)
@@ -377,7 +377,10 @@ def test_readiness_turns_503_at_once_and_answers_close_their_connection(model_di
 
 def test_an_upload_still_arriving_at_the_deadline_gets_a_json_503(model_dir: Path, tmp_path: Path) -> None:
     port = free_port()
-    env = {"PORT": str(port), "IRISSERVE_MODEL_DIR": str(model_dir), "IRISSERVE_DRAIN_SECONDS": "0.5", "IRISSERVE_HOST": "127.0.0.1"}
+    env = {
+        "PORT": str(port), "IRISSERVE_MODEL_DIR": str(model_dir), "IRISSERVE_DRAIN_SECONDS": "0.5", "IRISSERVE_HOST": "127.0.0.1",
+        "IRISSERVE_FINISH_SECONDS": "1",  # the graceful timeout this test waits out (5 s in production)
+    }
     with run_server(serve_command(), port=port, log_path=tmp_path / "serve.log", env=env) as server:
         with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
             sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{")

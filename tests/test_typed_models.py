@@ -155,3 +155,14 @@ def test_many_distinct_unseen_categories_leave_metrics_bounded(served: Served) -
     assert len(metrics) < before + 5000  # counters change, no label per value
     drift = served.web.get("/model/drift").json()["features"]["country"]
     assert drift["window_shares"][-1] > 0.99  # the unseen share
+
+
+def test_v2_refuses_a_typed_model_instead_of_misreading_its_tensor(served: Served) -> None:
+    """The V2 route's one FP32 tensor cannot carry a category or a gap: such a model's infer is a 400 naming the
+    features and the route to use, never a prediction from category codes sent as numbers."""
+    typed = [f["name"] for f in served.manifest["features"] if f.get("type") in ("category", "boolean") or f.get("nullable")]
+    width = len(served.manifest["features"])
+    body = {"inputs": [{"name": "input", "shape": [1, width], "datatype": "FP32", "data": [1.0] * width}]}
+    answer = served.web.post(f"/v2/models/{served.manifest['name']}/infer", json=body)
+    assert typed and answer.status_code == 400, answer.text
+    assert "POST /predict" in answer.json()["error"] and repr(typed[0]) in answer.json()["error"]

@@ -324,6 +324,12 @@ def infer(
     follow the JSON header, that header's length."""
     spec = pipeline.spec
     find_model(spec, name, version)
+    untyped = [feature.name for feature in spec.features if feature.kind in ("category", "boolean") or feature.nullable]
+    if untyped:  # the one [N, features] FP32 tensor would carry a category as its internal code: refused, never misread
+        raise BadRequestError(
+            f"Model {spec.name!r} has features the Open Inference Protocol route does not carry yet (categories, booleans "
+            f"or missing values: {', '.join(map(repr, untyped[:10]))}); send its rows to POST /predict or /predict/batch."
+        )
     if not pipeline.predictor.ready:
         raise ModelNotReadyError("The model is not loaded yet; retry shortly.")
     check_content_encoding(content_encoding)
