@@ -21,7 +21,7 @@ from irisserve.core.predictor import Predictor
 from irisserve.core.settings import Settings
 from irisserve.web.app import create_app
 
-CALLS = 20_000
+CALLS = 20_000  # typed_cpu.py sets its own
 REPEATS = 5
 
 

@@ -8,7 +8,7 @@ response models, the OpenAPI examples, the features' training ranges and drift b
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Annotated, Any
@@ -173,18 +173,31 @@ class ModelSpec:
         (len(categories) when unseen); in a string column a missing category is its missing marker."""
         if self.plain:
             return np.asarray(rows, dtype=np.float32).reshape(-1, len(self.features)), {}
-        matrix = np.empty((len(rows), len(self.features)), dtype=np.float32)
-        texts: dict[int, np.ndarray] = {}
+        coders = self._coders
+        matrix = np.array([[code(value) for code, value in zip(coders, row, strict=True)] for row in rows], dtype=np.float32)
+        texts = {
+            index: np.array([[marker if row[index] is None else row[index]] for row in rows], dtype=object)
+            for index, marker in self._text_columns
+        }
+        return matrix.reshape(len(rows), len(self.features)), texts
+
+    @cached_property
+    def _coders(self) -> list[Callable[[Scalar], float]]:
+        """Per feature, its value as the matrix holds it: a number, a category's code, NaN for missing."""
         nan = float("nan")
-        for index, feature in enumerate(self.features):
-            column = [row[index] for row in rows]
+
+        def coder(feature: Feature) -> Callable[[Scalar], float]:
             if feature.kind == "category":
-                codes, unseen, marker = feature.codes, len(feature.categories), feature.missing_marker
-                matrix[:, index] = [nan if value is None else codes.get(value, unseen) for value in column]  # type: ignore[arg-type]
-                texts[index] = np.array([marker if value is None else value for value in column], dtype=object).reshape(-1, 1)
-            else:
-                matrix[:, index] = [nan if value is None else float(value) for value in column]
-        return matrix, texts
+                codes, unseen = feature.codes, len(feature.categories)
+                return lambda value: nan if value is None else codes.get(value, unseen)  # type: ignore[arg-type]
+            return lambda value: nan if value is None else value  # type: ignore[return-value]  # validated: a number
+
+        return [coder(feature) for feature in self.features]
+
+    @cached_property
+    def _text_columns(self) -> list[tuple[int, str]]:
+        """Each category's column index and its missing marker: the strings the model's encoder reads."""
+        return [(index, feature.missing_marker) for index, feature in enumerate(self.features) if feature.kind == "category"]
 
     @property
     def is_classifier(self) -> bool:
