@@ -19,7 +19,7 @@ import pytest
 from support import SEED_EXAMPLE, RunningServer, free_port, function_command, function_env, run_server
 
 DEADLINE_S = 2.0
-SLOW_CLIENTS = 200
+SLOW_CLIENTS = 500
 HEAD = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10\r\n"
 
 
