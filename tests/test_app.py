@@ -262,6 +262,9 @@ OPENAPI_CHANGES = {
     ("components", "schemas", "ModelInfo", "properties", "task"),
     ("components", "schemas", "ModelInfo", "properties", "target_names", "description"),
     ("components", "schemas", "ModelInfo", "required"),
+    # The response's prediction is an enum of the classes (issue 15); /model/info says where its metrics come from.
+    ("components", "schemas", "PredictionResponse", "properties", "prediction", "enum"),
+    ("components", "schemas", "ModelInfo", "properties", "metrics_source"),
     # The model page (GET /) and the JSON it reads (docs/ui.md): new paths and their own schemas, nothing else touched.
     *[("paths", path) for path in ("/", "/model/inputs", "/model/stats", "/model/drift")],
     *[

@@ -29,6 +29,7 @@ from sklearn.kernel_ridge import KernelRidge
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import (
     accuracy_score,
+    f1_score,
     mean_absolute_error,
     r2_score,
     root_mean_squared_error,
@@ -151,6 +152,7 @@ def test_manifest_describes_model_data_and_files(packaged: dict[str, Packaged], 
             {"r2": r2_score(target, predicted), "mae": mean_absolute_error(target, predicted),
              "rmse": root_mean_squared_error(target, predicted)}
         )
+        assert manifest["metrics_source"] == f"in-sample: the packaging data, {len(features)} rows"
         assert check["label_mismatches"] is None and check["max_probability_difference"] is None
         scale = max(1.0, float(np.abs(predicted).max()))
         assert check["tolerance"] == pytest.approx(onnx_export.REGRESSION_RELATIVE_TOLERANCE * scale, rel=0.01)
@@ -159,7 +161,13 @@ def test_manifest_describes_model_data_and_files(packaged: dict[str, Packaged], 
         assert manifest["task"] == "classification"
         assert manifest["targets"] == [str(label) for label in run.zoo.estimator.classes_]
         assert manifest["onnx"]["outputs"] == {"probabilities": "probabilities"}
-        assert manifest["metrics"] == {"accuracy": pytest.approx(accuracy_score(target, predicted))}
+        f1 = (
+            {"f1": f1_score(target, predicted, pos_label=run.zoo.estimator.classes_[1])}
+            if len(run.zoo.estimator.classes_) == 2
+            else {"f1_macro": f1_score(target, predicted, average="macro")}
+        )
+        assert manifest["metrics"] == pytest.approx({"accuracy": accuracy_score(target, predicted), **f1})
+        assert manifest["metrics_source"] == f"in-sample: the packaging data, {len(features)} rows"
         assert check["label_mismatches"] == 0 and check["max_abs_difference"] is None
         assert check["tolerance"] == onnx_export.PROBABILITY_TOLERANCE
         assert 0 <= check["max_probability_difference"] <= check["tolerance"]
@@ -222,7 +230,7 @@ def test_csv_without_target_packages_without_metrics_into_the_default_folder(
     assert result.returncode == 0, result.stderr
     assert "no metrics" in result.stdout
     manifest = json.loads((tmp_path / "models" / "wine_model_v2" / "2.0.0" / MANIFEST_NAME).read_text())
-    assert manifest["metrics"] == {} and manifest["targets"] == ["0", "1", "2"]
+    assert manifest["metrics"] == {} and manifest["targets"] == ["0", "1", "2"] and "metrics_source" not in manifest
     assert (manifest["name"], manifest["version"]) == ("wine_model_v2", "2.0.0")
 
 
@@ -260,12 +268,59 @@ def _missing_target(folder: Path, zoo: dict[str, models_zoo.ZooModel]) -> list[s
     return ["--model", str(data.model_path), "--data", str(data.csv_path), "--target", "quality"]
 
 
+def _eval_missing_column(folder: Path, zoo: dict[str, models_zoo.ZooModel]) -> list[str]:
+    data = zoo["wine"]
+    data.features.drop(columns="alcohol").assign(target=data.target).to_csv(folder / "held_out.csv", index=False)
+    return ["--model", str(data.model_path), "--data", str(data.csv_path), "--target", "target", "--eval-data", str(folder / "held_out.csv")]
+
+
+def _eval_missing_target(folder: Path, zoo: dict[str, models_zoo.ZooModel]) -> list[str]:
+    data = zoo["wine"]
+    data.features.assign(label=data.target).to_csv(folder / "held_out.csv", index=False)
+    return ["--model", str(data.model_path), "--data", str(data.csv_path), "--target", "target", "--eval-data", str(folder / "held_out.csv")]
+
+
+def _eval_wrong_target(folder: Path, zoo: dict[str, models_zoo.ZooModel]) -> list[str]:
+    data = zoo["wine"]
+    data.features.assign(target=data.target + 7).to_csv(folder / "held_out.csv", index=False)
+    return ["--model", str(data.model_path), "--data", str(data.csv_path), "--target", "target", "--eval-data", str(folder / "held_out.csv")]
+
+
+def _eval_text_for_numbers(folder: Path, zoo: dict[str, models_zoo.ZooModel]) -> list[str]:
+    data = zoo["diabetes"]
+    data.features.assign(bmi="high", target=data.target).to_csv(folder / "held_out.csv", index=False)
+    return ["--model", str(data.model_path), "--data", str(data.csv_path), "--target", "target", "--eval-data", str(folder / "held_out.csv")]
+
+
+def _eval_unreadable(folder: Path, zoo: dict[str, models_zoo.ZooModel]) -> list[str]:
+    data = zoo["wine"]
+    (folder / "held_out.csv").write_bytes(b"\xff\xfe\x00not a csv")
+    return ["--model", str(data.model_path), "--data", str(data.csv_path), "--target", "target", "--eval-data", str(folder / "held_out.csv")]
+
+
+def _eval_absent(folder: Path, zoo: dict[str, models_zoo.ZooModel]) -> list[str]:
+    data = zoo["wine"]
+    return ["--model", str(data.model_path), "--data", str(data.csv_path), "--target", "target", "--eval-data", str(folder / "none.csv")]
+
+
+def _eval_without_target(folder: Path, zoo: dict[str, models_zoo.ZooModel]) -> list[str]:
+    data = zoo["wine"]
+    return ["--model", str(data.model_path), "--data", str(data.csv_path), "--eval-data", str(data.csv_path)]
+
+
 REFUSALS: dict[str, tuple[Callable[[Path, dict[str, models_zoo.ZooModel]], list[str]], list[str]]] = {
     "multi-output regressor": (_multi_output, ["LinearRegression", "2 outputs per row"]),
     "no skl2onnx converter": (_no_converter, ["KernelRidge (step 'kr' of the Pipeline)", "no converter"]),
     "clustering model": (_clustering, ["KMeans", "clustering"]),
     "feature names differ": (_feature_mismatch, ["GradientBoostingRegressor", "missing 'bmi'", "unexpected 'BMI'"]),
     "missing target column": (_missing_target, ["no column 'quality'", "--target"]),
+    "eval data lacks a feature": (_eval_missing_column, ["held_out.csv (--eval-data)", "lacks", "'alcohol'"]),
+    "eval data lacks the target": (_eval_missing_target, ["held_out.csv (--eval-data)", "no column 'target'", "its columns are"]),
+    "eval data has other classes": (_eval_wrong_target, ["held_out.csv (--eval-data)", "holds '7', '8', '9'", "its classes: '0', '1', '2'"]),
+    "eval data has text for a number": (_eval_text_for_numbers, ["held_out.csv (--eval-data)", "'bmi'", "text"]),
+    "eval data unreadable": (_eval_unreadable, ["Cannot read", "held_out.csv"]),
+    "eval data absent": (_eval_absent, ["No CSV file", "none.csv"]),
+    "eval data without --target": (_eval_without_target, ["--eval-data needs --target"]),
 }
 
 
@@ -400,3 +455,39 @@ def test_train_writes_todays_iris_onnx_bytes_through_packaging(tmp_path: Path) -
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     assert manifest["targets"] == [str(name) for name in load_iris().target_names]
     assert manifest["metrics"]["accuracy"] == manifest["metrics"]["holdout_accuracy"]
+
+
+@pytest.mark.parametrize("name", ["wine", "diabetes"])
+def test_eval_data_metrics_are_computed_on_the_held_out_rows_and_say_so(
+    zoo: dict[str, models_zoo.ZooModel], tmp_path: Path, name: str
+) -> None:
+    """--eval-data: the metrics are the model's on the held-out file (not the packaging CSV), recorded with their
+    source in the manifest, /model/info's body and the summary line."""
+    from irisserve.core.artifact import read_manifest
+    from irisserve.core.predictor import Predictor
+    from irisserve.core.schemas import model_info_body
+
+    model = zoo[name]
+    held_out = model.features.sample(frac=0.4, random_state=1)
+    held_out = held_out + np.random.default_rng(0).normal(0, held_out.std() / 4, held_out.shape)  # not the training rows
+    truth = model.target.loc[held_out.index]
+    held_out.assign(target=truth).to_csv(tmp_path / "Held Out.csv", index=False)
+    out = tmp_path / "artifact"
+    result = run_cli("package", "--model", model.model_path, "--data", model.csv_path, "--target", "target",
+                     "--eval-data", tmp_path / "Held Out.csv", "--out", out, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    source = f"held-out: Held Out.csv, {len(held_out)} rows"
+    assert f"({source})" in result.stdout
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    predicted = model.estimator.predict(held_out)
+    if name == "wine":
+        want = {"accuracy": accuracy_score(truth, predicted), "f1_macro": f1_score(truth, predicted, average="macro")}
+        assert want["accuracy"] < 1.0  # the in-sample figure is 1.0: these are the held-out rows'
+    else:
+        want = {"r2": r2_score(truth, predicted), "mae": mean_absolute_error(truth, predicted),
+                "rmse": root_mean_squared_error(truth, predicted)}
+    assert manifest["metrics"] == pytest.approx(want)
+    assert manifest["metrics_source"] == source
+    assert read_manifest(out).data.metrics_source == source
+    info = model_info_body(Predictor(out))
+    assert info["metrics"] == pytest.approx(want) and info["metrics_source"] == source

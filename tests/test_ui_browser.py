@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import httpx
 import numpy as np
+import pandas as pd
 import playwright.sync_api as playwright_api  # requirements-dev.txt; its browser is Debian's, never `playwright install`
 import pytest
 from playwright.sync_api import Page
@@ -390,3 +391,99 @@ def test_redoc_renders_from_the_service_alone(page: Page, iris: Site) -> None:
     page.goto(iris.url + "redoc")
     expect(page.get_by_text("/predict/batch").first).to_be_attached()
     assert outside == []
+
+
+# -- a typed model: the churn pipeline (categories, gaps, an integer) ------------------------------------------
+
+CHURN_HELD_OUT = "churn-held-out.csv"
+
+
+class Churn(NamedTuple):
+    site: Site
+    estimator: Any
+
+
+@pytest.fixture(scope="module")
+def churn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Churn]:
+    """The churn pipeline packaged by the CLI with a held-out CSV (--eval-data), and served."""
+    folder = tmp_path_factory.mktemp("churn")
+    zoo = models_zoo.churn(folder / "source")
+    table, churned = models_zoo.churn_table(rows=120, seed=7)
+    held_out = folder / CHURN_HELD_OUT
+    table.assign(**{models_zoo.TARGET: churned}).to_csv(held_out, index=False)
+    out = folder / "artifact"
+    result = subprocess.run(
+        [IRISSERVE, "package", "--model", str(zoo.model_path), "--data", str(zoo.csv_path), "--target", models_zoo.TARGET,
+         "--eval-data", str(held_out), "--name", "churn", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    for site in served(out, tmp_path_factory, "churn-web"):
+        yield Churn(site, zoo.estimator)
+
+
+def churn_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as the estimator reads them: a missing value is NaN."""
+    return pd.DataFrame(rows, columns=["plan", "country", "tenure_months", "monthly_fee"]).fillna(np.nan)
+
+
+def test_a_category_is_a_select_of_its_values_and_the_card_says_where_the_metrics_come_from(page: Page, churn: Churn) -> None:
+    open_page(page, churn.site)
+    plan, country = page.locator("#f-0"), page.locator("#f-1")
+    assert plan.evaluate("node => node.tagName") == "SELECT"
+    assert plan.locator("option").evaluate_all("options => options.map((o) => o.value)") == ["basic", "pro"]
+    # country has gaps in the training data: an empty option sends null
+    assert country.locator("option").evaluate_all("options => options.map((o) => o.value)") == ["", "DE", "FR", "US"]
+    tenure = page.locator("#f-2")
+    assert (tenure.get_attribute("type"), tenure.get_attribute("step")) == ("number", "1")
+    assert page.locator("#f-3").get_attribute("type") == "text"
+    expect(page.locator("#e-3").locator("xpath=..")).to_contain_text("may be left empty")
+    expect(page.locator("#card-features")).to_contain_text("basic, pro")
+    expect(page.locator("#card-metrics-source")).to_have_text(f"Computed on held-out: {CHURN_HELD_OUT}, 120 rows.")
+    metrics = page.inner_text("#card-metrics")
+    assert "accuracy" in metrics and "f1" in metrics
+
+
+def test_a_prediction_with_empty_nullable_fields_is_the_models_own(page: Page, churn: Churn) -> None:
+    open_page(page, churn.site)
+    page.select_option("#f-0", "pro")
+    page.select_option("#f-1", "")
+    page.fill("#f-2", "12")
+    page.fill("#f-3", "")
+    predict_form(page)
+    row = {"plan": "pro", "country": None, "tenure_months": 12, "monthly_fee": None}
+    frame = churn_frame([row])
+    label = str(churn.estimator.predict(frame)[0])
+    confidence = float(churn.estimator.predict_proba(frame).max())
+    expect(page.locator("#prediction .prediction")).to_have_text(label)
+    expect(page.locator("#prediction")).to_contain_text(f"confidence {100 * confidence:.1f} %")
+    expect(page.locator("#result .bar")).to_have_count(2)
+    expect(page.locator("#predict-message")).to_have_text("")
+
+
+def test_pasted_csv_with_strings_empty_cells_and_quoted_commas_gives_the_models_predictions(page: Page, churn: Churn) -> None:
+    open_page(page, churn.site)
+    rows = [
+        {"plan": "pro", "country": None, "tenure_months": 12, "monthly_fee": None},
+        {"plan": "basic", "country": "DE", "tenure_months": 30, "monthly_fee": 55.5},
+        {"plan": "basic", "country": "US", "tenure_months": 0, "monthly_fee": None},
+        {"plan": "pro", "country": "Paris, FR", "tenure_months": 2, "monthly_fee": 90.0},  # unseen: predicted, flagged
+    ]
+    lines = ["pro,,12,", '"basic",DE,30,55.5', 'basic,"US",0,', 'pro,"Paris, FR",2,90']
+    expected = [str(label) for label in churn.estimator.predict(churn_frame(rows))]
+    page.fill("#batch-input", "\n".join(lines))
+    page.click("#batch-button")
+    body_rows = page.locator("#batch-table tr")
+    expect(body_rows).to_have_count(len(rows) + 1)
+    expect(page.locator("#batch-message")).to_have_text("")
+    assert [body_rows.nth(i + 1).locator("td").nth(1).inner_text() for i in range(len(rows))] == expected
+    assert body_rows.nth(4).locator("td").nth(3).inner_text() == "country"
+    # with a header in another order, the target column ignored
+    page.fill("#batch-input", "\n".join(["monthly_fee,target,country,plan,tenure_months", ",yes,,pro,12", '55.5,no,"DE",basic,30']))
+    page.click("#batch-button")
+    expect(body_rows).to_have_count(3)
+    assert [body_rows.nth(i + 1).locator("td").nth(1).inner_text() for i in range(2)] == expected[:2]
+    # an empty cell where a value is required is named by the server
+    page.fill("#batch-input", ",DE,30,55.5")
+    page.click("#batch-button")
+    expect(page.locator("#batch-message")).to_have_text("Row 1, plan: Field required")

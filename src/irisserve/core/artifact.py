@@ -150,7 +150,7 @@ class ManifestData(_Entry):
     targets: list[str] = Field(..., min_length=1)
     examples: list[dict[str, Scalar]] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
-    metrics_source: str | None = None  # "in-sample" (the packaged rows) or the --eval-data file's name
+    metrics_source: str | None = None  # "held-out: <--eval-data file>, N rows", "in-sample: the packaging data, N rows", or the trainer's
     training_rows: int | None = None
     libraries: dict[str, str] = Field(default_factory=dict)
     onnx: OnnxEntry

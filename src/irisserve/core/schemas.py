@@ -45,6 +45,9 @@ class ModelInfo(BaseModel):
     n_estimators: int | None
     parameters: dict[str, Any]
     metrics: dict[str, float]
+    metrics_source: str | None = Field(
+        None, description="Where the metrics come from: held-out rows (--eval-data), or in-sample (the packaging data)."
+    )
     artifact_sha256: str = Field(..., description="SHA-256 of manifest.json, which pins every file's hash.")
     files: dict[str, dict[str, Any]]
     libraries: dict[str, str]
@@ -193,6 +196,7 @@ def model_info_body(predictor: Predictor) -> dict[str, Any]:
         "n_estimators": data.model.parameters.get("n_estimators"),
         "parameters": data.model.parameters,
         "metrics": data.metrics,
+        "metrics_source": data.metrics_source,
         "artifact_sha256": manifest.sha256,
         "files": manifest.raw["files"],
         "libraries": data.libraries,

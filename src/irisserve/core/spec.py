@@ -286,7 +286,8 @@ def _response_model(spec: ModelSpec) -> type[BaseModel]:
     if spec.is_classifier:
         return create_model(
             "PredictionResponse",
-            prediction=(str, Field(..., description="Predicted class name.")),
+            # the classes as an OpenAPI enum (schema only: the server writes the answer, nothing validates it again)
+            prediction=(str, Field(..., description="Predicted class name.", json_schema_extra={"enum": list(spec.targets)})),
             prediction_id=(int, Field(..., description="Index of the class in target_names.")),
             confidence=(float, Field(..., description="Probability of the predicted class.")),
             probabilities=(dict[str, float], Field(..., description="Probability of every class.")),

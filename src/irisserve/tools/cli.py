@@ -49,7 +49,8 @@ def _package(args: argparse.Namespace) -> int:
     name = default_name(args.model) if args.name is None else args.name  # --name "" is refused, not replaced
     out = args.out or Path("models") / name / args.version
     manifest = package_files(
-        args.model, args.data, target_column=args.target, name=name, version=args.version, out_dir=out, force=args.force
+        args.model, args.data, target_column=args.target, name=name, version=args.version, out_dir=out,
+        eval_path=args.eval_data, force=args.force,
     )
     print(_package_summary(manifest, out, time.perf_counter() - started))
     return 0
@@ -68,6 +69,8 @@ def _package_summary(manifest: dict[str, Any], out: Path, seconds: float) -> str
         outputs = f"target {manifest['targets'][0]}"
         agreement = f"max abs difference {check['max_abs_difference']:.1e} (allowed {check['tolerance']:.1e})"
     metrics = ", ".join(f"{key} {value:.3f}" for key, value in manifest["metrics"].items()) or "no metrics (no --target)"
+    if manifest.get("metrics_source"):
+        metrics += f" ({manifest['metrics_source']})"
     return (
         f"Wrote {out}: {manifest['name']} {manifest['version']}, {manifest['task']}, "
         f"{len(manifest['features'])} features, {outputs}; ONNX checked on {check['rows_checked']} points: "
@@ -167,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     package.add_argument("--data", type=Path, required=True, help="CSV of training (or sample) rows; header = feature names.")
     package.add_argument("--target", help="The CSV's target column: scored for metrics, not a feature.")
+    package.add_argument(
+        "--eval-data", type=Path, metavar="CSV",
+        help="A held-out CSV with the same columns and the target: the metrics are computed on it (without it, on --data, "
+        "labelled in-sample).",
+    )
     package.add_argument("--name", help="Model name, [a-z0-9][a-z0-9_.-]* (default: the model file's name).")
     package.add_argument("--version", default="1.0.0", help="Model version recorded in the manifest.")
     package.add_argument("--out", type=Path, help="Artifact folder (default models/<name>/<version>).")

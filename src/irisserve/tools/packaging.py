@@ -23,6 +23,7 @@ import pandas as pd
 import skl2onnx
 from sklearn.metrics import (
     accuracy_score,
+    f1_score,
     mean_absolute_error,
     r2_score,
     root_mean_squared_error,
@@ -95,15 +96,18 @@ def package(
     feature_notes: Mapping[str, FeatureNote] | None = None,
     examples: Sequence[Mapping[str, Any]] | None = None,
     metrics: Mapping[str, Any] | None = None,
+    metrics_source: str | None = None,
+    eval_data: tuple[pd.DataFrame, Any, str] | None = None,
     graph_name: str | None = None,
     check_size: int = onnx_export.EXPORT_CHECK_POINTS,
     force: bool = False,
 ) -> dict[str, Any]:
     """Check, convert and compare ``estimator`` on ``features``, then write ``out_dir`` atomically; return the manifest.
 
-    ``target`` (the rows' true values) adds metrics; ``target_names`` renames the classes (in ``classes_``
-    order) or the regression output; ``metrics`` are added to, and override, the computed ones;
-    ``graph_name`` defaults to ``name``. ``out_dir`` must be new or empty, or with ``force`` an earlier
+    ``target`` (the rows' true values) adds metrics, computed on ``eval_data`` (held-out rows, their true values and
+    the file's name) when given, else on ``features`` and labelled in-sample; ``target_names`` renames the classes
+    (in ``classes_`` order) or the regression output; ``metrics`` are added to, and override, the computed ones,
+    and ``metrics_source`` then says where they come from; ``graph_name`` defaults to ``name``. ``out_dir`` must be new or empty, or with ``force`` an earlier
     artifact of the same name and version (``atomic_write.check_destination``)."""
     _check_identity(name, version)
     out_dir = Path(out_dir)
@@ -117,7 +121,9 @@ def package(
     notes = check_notes(feature_notes, names, frame)
     checked_examples = check_examples(examples, names, frame, kinds)
     targets = _targets(estimator, spec, target, target_names)
-    scores = {**_score(estimator, spec, frame, target), **(metrics or {})}
+    scores, source = _metrics(estimator, spec, frame, target, eval_data)
+    scores.update(metrics or {})
+    source = metrics_source or source
     profiles = [profile(name, frame[name], kinds[name], notes.get(name)) for name in names]
     for entry in profiles:
         if entry["type"] == "category":
@@ -143,6 +149,7 @@ def package(
             "targets": targets,
             "examples": checked_examples,
             "metrics": scores,
+            **({"metrics_source": source} if scores and source else {}),
             "training_rows": len(frame),
             "libraries": _library_versions(),
             "onnx": {
@@ -171,25 +178,58 @@ def package_files(
     name: str,
     version: str = DEFAULT_VERSION,
     out_dir: Path,
+    eval_path: Path | None = None,
     check_size: int = onnx_export.EXPORT_CHECK_POINTS,
     force: bool = False,
 ) -> dict[str, Any]:
     """`irisserve package`: a joblib/pickle (or skops) file, and a CSV whose header names the features (plus the
-    optional target). A pickle runs code when loaded: only give it files you trust."""
+    optional target); ``eval_path``, a held-out CSV with the same columns, is what the metrics are computed on.
+    A pickle runs code when loaded: only give it files you trust."""
     _check_identity(name, version)
     check_destination(Path(out_dir), name=name, version=version, force=force)
+    if eval_path is not None and target_column is None:
+        raise PackagingError("--eval-data needs --target: the metrics compare the model's predictions with that column.")
     table = _read_csv(Path(csv_path), text_column=target_column)
     target = None
     if target_column is not None:
         if target_column not in table.columns:
             raise PackagingError(f"{csv_path} has no column {target_column!r} (--target); its columns are {listed(table.columns)}.")
         target = table.pop(target_column)
+    held_out = None if eval_path is None or target_column is None else _read_eval_csv(Path(eval_path), table, target_column)
     estimator = _load_model(Path(model_path))
+    eval_data = None
     if target is not None:
         target = _as_labels_of(estimator, target)
+    if held_out is not None:
+        eval_data = (held_out[0], _as_labels_of(estimator, held_out[1]), Path(eval_path).name)  # type: ignore[arg-type]
     return package(
-        estimator, table, target=target, name=name, version=version, out_dir=out_dir, check_size=check_size, force=force
+        estimator, table, target=target, eval_data=eval_data, name=name, version=version, out_dir=out_dir,
+        check_size=check_size, force=force,
     )
+
+
+def _read_eval_csv(path: Path, table: pd.DataFrame, target_column: str) -> tuple[pd.DataFrame, pd.Series]:
+    """The held-out rows (the packaging CSV's feature columns, in its order and dtypes) and their target."""
+    held_out = _read_csv(path, text_column=target_column)
+    if target_column not in held_out.columns:
+        raise PackagingError(
+            f"{path} (--eval-data) has no column {target_column!r} (--target); its columns are {listed(held_out.columns)}."
+        )
+    missing = [column for column in table.columns if column not in held_out.columns]
+    if missing:
+        raise PackagingError(f"{path} (--eval-data) lacks the feature column(s) {listed(missing)}; it needs the packaging CSV's columns.")
+    features = held_out[list(table.columns)].copy()
+    for column in table.columns:
+        if pd.api.types.is_numeric_dtype(table[column]) or pd.api.types.is_bool_dtype(table[column]):
+            if not (pd.api.types.is_numeric_dtype(features[column]) or pd.api.types.is_bool_dtype(features[column])):
+                raise PackagingError(f"{path} (--eval-data): column {column!r} holds text where the packaging CSV has numbers.")
+            if pd.api.types.is_bool_dtype(table[column]) and not pd.api.types.is_bool_dtype(features[column]):
+                raise PackagingError(f"{path} (--eval-data): column {column!r} is not true/false as in the packaging CSV.")
+            if not pd.api.types.is_bool_dtype(table[column]):
+                features[column] = features[column].astype(np.float64 if features[column].isna().any() else table[column].dtype)
+        else:  # text in the packaging CSV: text here too, whatever pandas read ("1" stays "1")
+            features[column] = features[column].map(lambda value: value if pd.isna(value) else str(value)).astype(object)
+    return features, held_out[target_column]
 
 
 def default_name(model_path: Path) -> str:
@@ -294,24 +334,48 @@ def _unknown_handling(estimator: Any, frame: pd.DataFrame, column: str) -> str:
     return "ignore"
 
 
-def _score(estimator: Any, spec: EstimatorSpec, values: pd.DataFrame, target: Any | None) -> dict[str, float]:
-    """Accuracy (classifier) or r2, mae, rmse (regressor) on the given rows; none without a target."""
+def _metrics(
+    estimator: Any, spec: EstimatorSpec, frame: pd.DataFrame, target: Any | None, eval_data: tuple[pd.DataFrame, Any, str] | None
+) -> tuple[dict[str, float], str | None]:
+    """The metrics and where they come from: the held-out rows when given, else the packaging rows (in-sample)."""
+    if eval_data is not None:
+        rows, truth, file_name = eval_data
+        return _score(estimator, spec, rows, truth, where=f" in {file_name} (--eval-data)"), f"held-out: {file_name}, {len(rows)} rows"
+    if target is None:
+        return {}, None
+    return _score(estimator, spec, frame, target), f"in-sample: the packaging data, {len(frame)} rows"
+
+
+def _score(estimator: Any, spec: EstimatorSpec, values: pd.DataFrame, target: Any | None, where: str = "") -> dict[str, float]:
+    """Accuracy and F1 (binary F1 of the second class; macro F1 for more classes) for a classifier, or r2, mae,
+    rmse for a regressor, on the given rows; none without a target."""
     if target is None:
         return {}
     truth = np.asarray(target).reshape(-1)
     if len(truth) != len(values):
         raise PackagingError(f"The target has {len(truth)} values for {len(values)} rows.")
-    predicted = estimator.predict(onnx_export.sklearn_input(estimator, values))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            predicted = estimator.predict(onnx_export.sklearn_input(estimator, values))
+    except Exception as exc:  # noqa: BLE001 - the model refusing a held-out row (an unseen category, a gap)
+        if not where:
+            raise
+        raise PackagingError(f"Cannot score {spec.label} on the rows{where}: {type(exc).__name__}: {one_line(exc)}") from None
     if spec.task == "classification":
         classes = np.asarray(estimator.classes_)
         unknown = pd.unique(truth[~np.isin(truth, classes)])
         if len(unknown):
             raise PackagingError(
-                f"The target holds {listed(list(unknown))}, which {spec.label} does not predict (its classes: {listed(list(classes))})."
+                f"The target{where} holds {listed(list(unknown))}, which {spec.label} does not predict (its classes: {listed(list(classes))})."
             )
-        return {"accuracy": float(accuracy_score(truth, predicted))}
+        if len(classes) == 2:
+            f1 = {"f1": float(f1_score(truth, predicted, pos_label=classes[1], average="binary", zero_division=0))}
+        else:
+            f1 = {"f1_macro": float(f1_score(truth, predicted, labels=classes, average="macro", zero_division=0))}
+        return {"accuracy": float(accuracy_score(truth, predicted)), **f1}
     if not pd.api.types.is_numeric_dtype(truth) or not np.isfinite(truth.astype(np.float64)).all():
-        raise PackagingError("A regressor's target must be finite numbers; fill or drop the rows with missing targets.")
+        raise PackagingError(f"A regressor's target{where} must be finite numbers; fill or drop the rows with missing targets.")
     return {
         "r2": float(r2_score(truth, predicted)),
         "mae": float(mean_absolute_error(truth, predicted)),
