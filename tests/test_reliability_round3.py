@@ -236,11 +236,11 @@ def test_far_more_keys_than_features_are_refused_at_once_in_the_same_422_shape(
     pipeline = RequestPipeline(predictor, Limits(1 << 20, 1000))
     took = []
     for _ in range(5):
-        started = time.perf_counter()
+        started = time.process_time()  # this process's CPU, not the wall clock other tests share
         with contextlib.suppress(Exception):
             pipeline.predict_any(body)
-        took.append(time.perf_counter() - started)
-    assert sorted(took)[2] < 0.1  # ~15 ms here (0.6-4 s before); generous for a shared machine
+        took.append(time.process_time() - started)
+    assert sorted(took)[2] < 0.25  # ~15 ms of CPU (0.6-4.3 s before): refused from the key count, not key by key
 
 
 def test_a_million_character_key_is_cut_in_the_answer(live_server: RunningServer, live_function: RunningServer) -> None:
