@@ -33,8 +33,9 @@ from irisserve.ops.listener import take_accept_queue
 
 logger = logging.getLogger("irisserve")
 
-# After the listener closes: how long connections it already accepted may take to send their request.
-ACCEPTED_GRACE_S = 0.5
+# After the listener closes: how long open connections may take to send their request (the wait ends as soon as
+# each has one in progress or is closed; on a loaded machine a client thread can need more than half a second).
+ACCEPTED_GRACE_S = 1.0
 # After a 431: how much of what the client still sends is read and dropped, and for how long, before closing.
 LINGER_BYTES = 1 << 20
 LINGER_S = 1.0
@@ -156,7 +157,11 @@ class DrainingServer(uvicorn.Server):
             loop = asyncio.get_running_loop()
             for connection in queued:
                 await loop.connect_accepted_socket(self._protocol_factory, sock=connection)
-            await asyncio.sleep(ACCEPTED_GRACE_S)
+            # uvicorn's shutdown closes every connection with no request in progress: one whose client is sending its
+            # request right now would be reset. Wait (bounded) until each open connection has its request or is gone.
+            deadline = loop.time() + ACCEPTED_GRACE_S
+            while loop.time() < deadline and any(_awaiting_request(protocol) for protocol in self.server_state.connections):
+                await asyncio.sleep(0.02)
         await super().shutdown(sockets)
 
     def _protocol_factory(self) -> asyncio.Protocol:
@@ -181,6 +186,12 @@ class DrainingServer(uvicorn.Server):
             server.close()
         for sock in sockets or []:
             sock.close()
+
+
+def _awaiting_request(protocol: Any) -> bool:
+    """An open connection with no request in progress (uvicorn starts a cycle per request): its client may be sending one."""
+    cycle = getattr(protocol, "cycle", None)
+    return (cycle is None or cycle.response_complete) and not protocol.transport.is_closing()
 
 
 class DrainingProcess(multiprocess.Process):

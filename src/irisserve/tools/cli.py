@@ -110,7 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,  # the app logs each request itself, in Cloud Logging's fields
         http=BoundedHttpToolsProtocol,
-        # Cloud Run sends SIGKILL 10 s after SIGTERM: the drain (IRISSERVE_DRAIN_SECONDS, default 3), a 0.5 s
+        # Cloud Run sends SIGKILL 10 s after SIGTERM: the drain (IRISSERVE_DRAIN_SECONDS, default 3), up to 1 s of
         # grace for connections already accepted, then at most IRISSERVE_FINISH_SECONDS (5) for requests in flight.
         timeout_graceful_shutdown=settings.finish_seconds,
     )
