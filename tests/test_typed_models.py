@@ -355,3 +355,13 @@ def test_v2_errors_reach_tritonclient(served: Served, triton_client: Any) -> Non
     with pytest.raises(InferenceServerException, match="Input 'tenure_months' row 0") as caught:
         triton_client.infer("churn", triton_inputs(served, table, binary=True))
     assert caught.value.status() == "400"
+
+
+def test_v2_openapi_example_is_one_input_per_feature_and_is_answered(served: Served) -> None:
+    operation = served.web.get("/openapi.json").json()["paths"]["/v2/models/{model_name}/infer"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    [example] = schema["examples"]
+    assert [tensor["name"] for tensor in example["inputs"]] == [feature["name"] for feature in served.manifest["features"]]
+    assert "One tensor per feature" in schema["properties"]["inputs"]["description"]
+    answer = served.web.post(v2_path(served), json=example)
+    assert answer.status_code == 200, answer.text
