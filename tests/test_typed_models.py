@@ -8,6 +8,7 @@ an unseen category is predicted and flagged; hostile typed input is refused alik
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -157,12 +158,210 @@ def test_many_distinct_unseen_categories_leave_metrics_bounded(served: Served) -
     assert drift["window_shares"][-1] > 0.99  # the unseen share
 
 
-def test_v2_refuses_a_typed_model_instead_of_misreading_its_tensor(served: Served) -> None:
-    """The V2 route's one FP32 tensor cannot carry a category or a gap: such a model's infer is a 400 naming the
-    features and the route to use, never a prediction from category codes sent as numbers."""
-    typed = [f["name"] for f in served.manifest["features"] if f.get("type") in ("category", "boolean") or f.get("nullable")]
-    width = len(served.manifest["features"])
-    body = {"inputs": [{"name": "input", "shape": [1, width], "datatype": "FP32", "data": [1.0] * width}]}
-    answer = served.web.post(f"/v2/models/{served.manifest['name']}/infer", json=body)
-    assert typed and answer.status_code == 400, answer.text
-    assert "POST /predict" in answer.json()["error"] and repr(typed[0]) in answer.json()["error"]
+# --- V2 (Open Inference Protocol): one named input per feature, through the real tritonclient -----------------
+
+KIND_DATATYPES = {"category": "BYTES", "number": "FP64", "integer": "FP64", "boolean": "BOOL"}
+
+
+@pytest.fixture(scope="module")
+def triton_client(served: Served) -> Iterator[Any]:
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=str(served.web.base_url).removeprefix("http://").rstrip("/"))
+    yield client
+    client.close()
+
+
+def v2_path(served: Served) -> str:
+    return f"/v2/models/{served.manifest['name']}/infer"
+
+
+def triton_inputs(served: Served, table: pd.DataFrame, *, binary: bool) -> list[Any]:
+    """One tritonclient input per feature, as a pandas user builds them: a text column as BYTES (a gap as the empty
+    string: tritonclient cannot send null), a whole-number column as INT64, any other number as FP64 (a gap as NaN)."""
+    import tritonclient.http as triton
+
+    inputs = []
+    for feature in served.manifest["features"]:
+        column = table[feature["name"]]
+        if feature.get("type") == "category":
+            values = np.array(["" if pd.isna(value) else str(value) for value in column], dtype=object)
+            datatype = "BYTES"
+        elif column.dtype.kind in "iu":
+            values, datatype = column.to_numpy(dtype=np.int64), "INT64"
+        else:
+            values, datatype = column.to_numpy(dtype=np.float64), "FP64"
+        tensor = triton.InferInput(feature["name"], [len(values)], datatype)
+        tensor.set_data_from_numpy(values, binary_data=binary)
+        inputs.append(tensor)
+    return inputs
+
+
+def assert_v2_answers(served: Served, result: Any, table: pd.DataFrame) -> None:
+    want = expected(served, table)
+    if served.manifest["task"] == "classification":
+        labels = [label.decode() if isinstance(label, bytes) else label for label in result.as_numpy("label").tolist()]
+        assert labels == [label for label, _ in want]
+        probabilities = result.as_numpy("probabilities")
+        assert np.abs(probabilities - np.asarray([p for _, p in want])).max() <= PROBABILITY_TOLERANCE
+    else:
+        tolerance = served.manifest["onnx"]["export_check"]["tolerance"]
+        assert np.abs(result.as_numpy("predict") - np.asarray(want)).max() <= tolerance
+
+
+def with_unseen_categories(served: Served, table: pd.DataFrame) -> pd.DataFrame:
+    """The table plus, where the model has a category predicted when unseen, three rows with unseen values."""
+    unseen = [f["name"] for f in served.manifest["features"] if f.get("type") == "category" and f.get("unknown") == "ignore"]
+    if not unseen:
+        return table
+    extra = table.head(3).assign(**{name: ["JP", "BR", "XX"] for name in unseen})
+    return pd.concat([table, extra], ignore_index=True)
+
+
+def test_v2_metadata_lists_one_input_per_feature(served: Served, triton_client: Any) -> None:
+    metadata = triton_client.get_model_metadata(served.manifest["name"])
+    features = served.manifest["features"]
+    assert [tensor["name"] for tensor in metadata["inputs"]] == [feature["name"] for feature in features]
+    for tensor, feature in zip(metadata["inputs"], features, strict=True):
+        assert tensor["datatype"] == KIND_DATATYPES[feature.get("type", "number")]
+        assert tensor["shape"] == [-1]
+        assert tensor["parameters"]["nullable"] == bool(feature.get("nullable"))
+        if feature.get("type") == "category":
+            assert tensor["parameters"]["categories"] == feature["categories"]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_every_row_through_v2_with_tritonclient(served: Served, triton_client: Any, binary: bool) -> None:
+    """Every CSV row (gaps as NaN and as empty strings), plus unseen categories, in one request equals the model."""
+    import tritonclient.http as triton
+
+    table = with_unseen_categories(served, served.zoo.features)
+    outputs = ["label", "probabilities"] if served.manifest["task"] == "classification" else ["predict"]
+    result = triton_client.infer(
+        served.manifest["name"], triton_inputs(served, table, binary=binary),
+        outputs=[triton.InferRequestedOutput(name, binary_data=binary) for name in outputs],
+    )
+    assert_v2_answers(served, result, table)
+
+
+def test_v2_json_null_is_a_gap_and_answers_equal_predict(served: Served) -> None:
+    """JSON null in a nullable feature's data is missing, [N, 1] nested data is taken, and V2 answers /predict's."""
+    table = served.zoo.features.head(20).copy()
+    nullable = [f["name"] for f in served.manifest["features"] if f.get("nullable")]
+    table.loc[table.index[::2], nullable] = np.nan  # every other row: every nullable feature missing
+    rows = json_rows(table)
+    inputs = [
+        {"name": feature["name"], "shape": [len(rows), 1], "datatype": KIND_DATATYPES[feature.get("type", "number")],
+         "data": [[row[feature["name"]]] for row in rows]}
+        for feature in served.manifest["features"]
+    ]
+    answer = served.web.post(v2_path(served), json={"inputs": inputs})
+    assert answer.status_code == 200, answer.text
+    batch = served.web.post("/predict/batch", json={"instances": rows}).json()["predictions"]
+    outputs = {output["name"]: output["data"] for output in answer.json()["outputs"]}
+    if served.manifest["task"] == "classification":
+        assert outputs["label"] == [p["prediction"] for p in batch]
+        width = len(served.manifest["targets"])
+        probabilities = [outputs["probabilities"][i : i + width] for i in range(0, len(outputs["probabilities"]), width)]
+        assert probabilities == [list(p["probabilities"].values()) for p in batch]
+    else:
+        assert outputs["predict"] == [p["prediction"] for p in batch]
+
+
+def churn_inputs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    datatypes = {"plan": "BYTES", "country": "BYTES", "tenure_months": "INT64", "monthly_fee": "FP64"}
+    return [{"name": name, "shape": [len(rows)], "datatype": datatype, "data": [row[name] for row in rows]}
+            for name, datatype in datatypes.items()]
+
+
+@only_churn
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda inputs: inputs[:-1], "Missing input(s) 'monthly_fee'"),
+        (lambda inputs: [*inputs, {**inputs[0], "name": "age"}], "Unknown input(s) 'age'"),
+        (lambda inputs: [*inputs, inputs[0]], "Input(s) 'plan' sent more than once"),
+        (lambda inputs: [{**inputs[0], "shape": [1], "data": inputs[0]["data"][:1]}, *inputs[1:]],
+         "Input 'country' has 2 rows but input 'plan' has 1"),
+        (lambda inputs: [{**inputs[0], "datatype": "FP64"}, *inputs[1:]], "Input 'plan' has datatype 'FP64'; feature 'plan' is a category"),
+        (lambda inputs: [*inputs[:3], {**inputs[3], "datatype": "BYTES"}], "Input 'monthly_fee' has datatype 'BYTES'"),
+        (lambda inputs: [*inputs[:3], {**inputs[3], "shape": [2, 2]}], "Input 'monthly_fee' has shape [2, 2]"),
+        (lambda inputs: [*inputs[:3], {**inputs[3], "data": [1.0]}], "Input 'monthly_fee' has 1 values; shape [2] needs 2"),
+        (lambda inputs: [*inputs[:3], {key: v for key, v in inputs[3].items() if key != "data"}], "Input 'monthly_fee' has no data"),
+    ],
+    ids=["missing", "unknown", "repeated", "mismatched-n", "fp64-for-category", "bytes-for-number", "shape", "count", "no-data"],
+)
+def test_v2_typed_request_errors_name_the_input(served: Served, change: Any, needle: str) -> None:
+    inputs = change(churn_inputs(json_rows(served.zoo.features.head(2))))
+    answer = served.web.post(v2_path(served), json={"inputs": inputs})
+    assert answer.status_code == 400, answer.text
+    assert set(answer.json()) == {"error"} and needle in answer.json()["error"], answer.text
+
+
+@only_churn
+@pytest.mark.parametrize(
+    "change",
+    [{"plan": 1}, {"plan": None}, {"monthly_fee": "20"}, {"tenure_months": 2.5}, {"country": "x" * 10_000}, {"monthly_fee": True}],
+    ids=["number-for-category", "null-non-nullable", "string-for-number", "fraction-for-integer", "long-category", "bool-for-number"],
+)
+def test_v2_refuses_what_predict_refuses_with_the_same_words(served: Served, change: dict[str, Any]) -> None:
+    row = {**json_rows(served.zoo.features.head(1))[0], **change}
+    predict = served.web.post("/predict", json=row)
+    assert predict.status_code == 422
+    [error] = predict.json()["detail"]
+    answer = served.web.post(v2_path(served), json={"inputs": churn_inputs([row])})
+    assert answer.status_code == 400, answer.text
+    name = next(iter(change))
+    assert answer.json()["error"].startswith(f"Input {name!r} row 0: {error['msg']}"), answer.text
+    assert len(answer.content) < 2000
+
+
+@only_churn
+def test_v2_nan_for_a_non_nullable_number_is_refused(served: Served) -> None:
+    inputs = churn_inputs(json_rows(served.zoo.features.head(1)))
+    inputs[2] = {**inputs[2], "datatype": "FP64", "data": ["__nan__"]}  # tenure_months: JSON has no NaN, Python's json does
+    body = json.dumps({"inputs": inputs}).replace('"__nan__"', "NaN")
+    answer = served.web.post(v2_path(served), content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert "Input 'tenure_months' row 0" in answer.json()["error"] and "finite number" in answer.json()["error"]
+
+
+@only_churn
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (b"\x05\x00\x00\x00pro", "not 1 BYTES values"),  # a length past the end
+        (b"\x03\x00\x00\x00pro\x00", "not 1 BYTES values"),  # bytes left over
+        (b"\x02\x00\x00\x00\xff\xfe", "element 0 is not UTF-8 text"),
+    ],
+    ids=["short", "trailing", "not-utf8"],
+)
+def test_v2_bad_binary_bytes_are_400(served: Served, raw: bytes, needle: str) -> None:
+    rows = json_rows(served.zoo.features.head(1))
+    inputs = churn_inputs(rows)
+    del inputs[0]["data"]
+    inputs[0]["parameters"] = {"binary_data_size": len(raw)}
+    header = json.dumps({"inputs": inputs}).encode()
+    answer = served.web.post(v2_path(served), content=header + raw, headers={"Inference-Header-Content-Length": str(len(header))})
+    assert answer.status_code == 400, answer.text
+    assert "Input 'plan'" in answer.json()["error"] and needle in answer.json()["error"]
+
+
+@only_churn
+def test_v2_errors_reach_tritonclient(served: Served, triton_client: Any) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    table = served.zoo.features.head(2).assign(tenure_months=[1.5, 2.0])
+    with pytest.raises(InferenceServerException, match="Input 'tenure_months' row 0") as caught:
+        triton_client.infer("churn", triton_inputs(served, table, binary=True))
+    assert caught.value.status() == "400"
+
+
+def test_v2_openapi_example_is_one_input_per_feature_and_is_answered(served: Served) -> None:
+    operation = served.web.get("/openapi.json").json()["paths"]["/v2/models/{model_name}/infer"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    [example] = schema["examples"]
+    assert [tensor["name"] for tensor in example["inputs"]] == [feature["name"] for feature in served.manifest["features"]]
+    assert "One tensor per feature" in schema["properties"]["inputs"]["description"]
+    answer = served.web.post(v2_path(served), json=example)
+    assert answer.status_code == 200, answer.text

@@ -11,16 +11,20 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from sklearn.datasets import load_iris
 from fastapi.testclient import TestClient
+from sklearn.datasets import load_iris
 from tritonclient.utils import InferenceServerException
 
-from irisserve.web.app import create_app
-from irisserve.ops.lifecycle import begin_draining, end_draining
-FEATURE_NAMES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+from irisserve.core.errors import BadRequestError, PayloadTooLargeError
 from irisserve.core.settings import Settings
+from irisserve.core.spec import Feature, ModelSpec
+from irisserve.ops.lifecycle import begin_draining, end_draining
+from irisserve.v2.codec import model_metadata, typed_rows
+from irisserve.v2.models import InferenceRequest
+from irisserve.web.app import create_app
 from support import RunningServer
 
+FEATURE_NAMES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 MODEL = "iris"
 VERSION = "1.0.0"
 TARGETS = ["setosa", "versicolor", "virginica"]
@@ -50,7 +54,7 @@ def expected(http: httpx.Client, iris_rows: np.ndarray) -> list[dict[str, Any]]:
     """What /predict answers for every Iris row, one request each."""
     answers = []
     for row in iris_rows.tolist():
-        response = http.post("/predict", json=dict(zip(FEATURE_NAMES, row)))
+        response = http.post("/predict", json=dict(zip(FEATURE_NAMES, row, strict=True)))
         assert response.status_code == 200, response.text
         answers.append(response.json())
     return answers
@@ -313,3 +317,102 @@ def test_v2_predictions_and_refusals_are_counted(local: TestClient) -> None:
     assert local.post(f"/v2/models/{MODEL}/infer", json=infer_request([[6.7, 3.0, 5.2, 2.3]] * 3)).status_code == 200
     assert local.post(f"/v2/models/{MODEL}/infer", json=infer_request([[6.7, 3.0, 5.2, -1]])).status_code == 400
     assert (metric(local, virginica), metric(local, refused)) == (before[0] + 3, before[1] + 1)
+
+
+# --- A typed model's codec (booleans and datatypes the zoo models do not use): one named input per feature -----
+
+TYPED = ModelSpec(
+    "churn", "1.0.0", "classification",
+    (
+        Feature("plan", 0, 1, kind="category", categories=("basic", "pro")),
+        Feature("country", 0, 2, kind="category", categories=("DE", "FR", "US"), nullable=True, unknown="ignore"),
+        Feature("tenure_months", 0, 59, kind="integer"),
+        Feature("monthly_fee", 10, 100, nullable=True),
+        Feature("promo", 0, 1, kind="boolean", nullable=True),
+    ),
+    ("no", "yes"),
+    ({"plan": "pro", "country": "FR", "tenure_months": 3, "monthly_fee": 20.5, "promo": True},),
+)
+
+
+def byte_strings(*items: str) -> bytes:
+    return b"".join(len(item.encode()).to_bytes(4, "little") + item.encode() for item in items)
+
+
+def typed_request(columns: dict[str, tuple[str, Any]]) -> tuple[InferenceRequest, bytes]:
+    """(datatype, values) per input: a list goes as JSON data, bytes as binary tensor data, in order."""
+    inputs, binary = [], b""
+    for name, (datatype, values) in columns.items():
+        rows = values[1] if isinstance(values, tuple) else len(values)
+        tensor: dict[str, Any] = {"name": name, "shape": [rows], "datatype": datatype}
+        if isinstance(values, tuple):
+            tensor["parameters"] = {"binary_data_size": len(values[0])}
+            binary += values[0]
+        else:
+            tensor["data"] = values
+        inputs.append(tensor)
+    return InferenceRequest.model_validate({"inputs": inputs}), binary
+
+
+def test_typed_metadata_has_one_input_per_feature() -> None:
+    inputs = model_metadata(TYPED, "onnxruntime")["inputs"]
+    assert [(i["name"], i["datatype"], i["shape"]) for i in inputs] == [
+        ("plan", "BYTES", [-1]), ("country", "BYTES", [-1]), ("tenure_months", "FP64", [-1]), ("monthly_fee", "FP64", [-1]),
+        ("promo", "BOOL", [-1]),
+    ]
+    assert inputs[1]["parameters"] == {
+        "kind": "category", "nullable": True, "datatypes": ["BYTES"], "categories": ["DE", "FR", "US"], "unseen": "predicted and flagged",
+    }
+
+
+def test_typed_binary_columns_become_predict_rows() -> None:
+    """BYTES, INT64, FP32 (NaN: missing) and BOOL binary data; an empty string is a nullable category's gap."""
+    request, binary = typed_request({
+        "promo": ("BOOL", (bytes([1, 0]), 2)),
+        "plan": ("BYTES", (byte_strings("pro", "basic"), 2)),
+        "country": ("BYTES", (byte_strings("", "JP"), 2)),
+        "tenure_months": ("INT64", (np.array([3, 40], dtype="<i8").tobytes(), 2)),
+        "monthly_fee": ("FP32", (np.array([np.nan, 20.5], dtype="<f4").tobytes(), 2)),
+    })
+    assert typed_rows(request, binary, TYPED, 10) == [["pro", None, 3.0, None, True], ["basic", "JP", 40.0, 20.5, False]]
+
+
+def test_typed_json_columns_take_null_and_nested_data() -> None:
+    request, _ = typed_request({
+        "plan": ("BYTES", [["pro"]]), "country": ("BYTES", [None]), "tenure_months": ("FP64", [3.0]),
+        "monthly_fee": ("FP64", [None]), "promo": ("BOOL", [None]),
+    })
+    assert typed_rows(request, b"", TYPED, 10) == [["pro", None, 3.0, None, None]]
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"promo": ("BOOL", (bytes([2]), 1))}, "Input 'promo' has binary data that is not 1 BOOL values"),
+        ({"promo": ("FP64", [1.0])}, "Input 'promo' has datatype 'FP64'; feature 'promo' is a boolean: send one of ['BOOL']"),
+        ({"promo": ("BOOL", [1])}, "Input 'promo' row 0: Input should be a valid boolean"),
+        ({"plan": ("BYTES", [""])}, "Input 'plan' row 0: Input should be one of the training data's categories"),
+        ({"tenure_months": ("INT64", (np.array([3], dtype="<i4").tobytes(), 1))}, "needs 8 bytes, got 4"),
+        ({"monthly_fee": ("FP64", (np.array([np.inf], dtype="<f8").tobytes(), 1))}, "Input 'monthly_fee' row 0: Input should be a finite number"),
+        ({"tenure_months": ("FP64", (np.array([2.5], dtype="<f8").tobytes(), 1))}, "Input 'tenure_months' row 0: Input should be a valid integer"),
+    ],
+    ids=["bool-byte", "bool-datatype", "bool-from-number", "empty-non-nullable-category", "int64-size", "infinity", "fraction"],
+)
+def test_typed_codec_errors_name_the_input(change: dict[str, tuple[str, Any]], needle: str) -> None:
+    columns: dict[str, tuple[str, Any]] = {
+        "plan": ("BYTES", ["pro"]), "country": ("BYTES", ["DE"]), "tenure_months": ("FP64", [3.0]),
+        "monthly_fee": ("FP64", [20.5]), "promo": ("BOOL", [True]), **change,
+    }
+    request, binary = typed_request(columns)
+    with pytest.raises(BadRequestError) as caught:
+        typed_rows(request, binary, TYPED, 10)
+    assert needle in str(caught.value), str(caught.value)
+
+
+def test_typed_batch_over_the_limit_is_refused_before_reading() -> None:
+    request, _ = typed_request({
+        "plan": ("BYTES", ["pro"] * 11), "country": ("BYTES", ["DE"] * 11), "tenure_months": ("FP64", [3.0] * 11),
+        "monthly_fee": ("FP64", [20.5] * 11), "promo": ("BOOL", [True] * 11),
+    })
+    with pytest.raises(PayloadTooLargeError):
+        typed_rows(request, b"", TYPED, 10)

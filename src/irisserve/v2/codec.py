@@ -1,5 +1,10 @@
-"""The V2 tensor codec over the request pipeline: a request's one input tensor to the model's float32
-matrix [N, n_features], and the predictor's typed predictions to the asked-for output tensors.
+"""The V2 tensor codec over the request pipeline: a request's input tensors to validated rows, and the
+predictor's typed predictions to the asked-for output tensors.
+
+A plain model (every feature a number, none nullable: Iris) takes one FP32/FP64 tensor [N, n_features]. A typed
+model (categories, integers, booleans, gaps) takes one named input per feature, each [N] or [N, 1], as MLServer's
+pandas codec and Triton name them: BYTES for a category, FP64/FP32/INT64 for a number or an integer, BOOL for a
+boolean. The columns become the same row objects /predict validates.
 
 Rows are checked by the same rules as ``/predict`` (the spec's generated model), so ``/v2`` and
 ``/predict`` always agree. The binary tensor data extension is supported both ways, as tritonclient uses
@@ -27,7 +32,7 @@ from irisserve.core.pipeline import (
     row_values,
 )
 from irisserve.core.predictor import ClassPredictions, Predictions
-from irisserve.core.spec import FLOAT32_MAX, ModelSpec
+from irisserve.core.spec import FLOAT32_MAX, MAX_CATEGORIES_LISTED, Feature, ModelSpec
 from irisserve.v2.models import (
     InferenceRequest,
     RequestInput,
@@ -42,6 +47,15 @@ MAX_ERRORS_SHOWN = 3
 MAX_VALUE_CHARS = 60
 # Digits past which a shape or size cannot be a real one: refused before Python converts it.
 MAX_HEADER_DIGITS = 12
+# A typed model's inputs: one per feature, each of these datatypes by the feature's kind (the first is the metadata's).
+KIND_DTYPES: dict[str, tuple[str, ...]] = {
+    "number": ("FP64", "FP32", "INT64"),
+    "integer": ("FP64", "FP32", "INT64"),
+    "category": ("BYTES",),
+    "boolean": ("BOOL",),
+}
+NUMERIC_DTYPES: dict[str, str] = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8"}
+MAX_NAMES_LISTED = 10
 
 
 def output_dtypes(spec: ModelSpec) -> dict[str, str]:
@@ -53,8 +67,21 @@ def default_outputs(spec: ModelSpec) -> tuple[str, ...]:
 
 
 def example_request(spec: ModelSpec) -> dict[str, Any]:
+    if not spec.plain:
+        return {
+            "inputs": [
+                {"name": f.name, "shape": [1], "datatype": KIND_DTYPES[f.kind][0], "data": [spec.example.get(f.name)]}
+                for f in spec.features
+            ]
+        }
     row = list(spec.example.values())
     return {"inputs": [{"name": INPUT_NAME, "shape": [1, len(row)], "datatype": "FP32", "data": [row]}]}
+
+
+def listed(names: Sequence[str]) -> str:
+    """At most MAX_NAMES_LISTED names, then how many more."""
+    text = ", ".join(repr(name[:MAX_VALUE_CHARS]) for name in names[:MAX_NAMES_LISTED])
+    return text + (f" (and {len(names) - MAX_NAMES_LISTED} more)" if len(names) > MAX_NAMES_LISTED else "")
 
 
 def shorten(value: Any) -> str:
@@ -223,6 +250,151 @@ def input_rows(request: InferenceRequest, binary: bytes, spec: ModelSpec, limit:
     return validate_rows(values, spec, tensor.name)
 
 
+# --- A typed model: one named input per feature ------------------------------------------------------
+
+
+def column_length(tensor: RequestInput, feature: Feature) -> int:
+    """The input's N, once its datatype suits the feature's kind and its shape is [N] or [N, 1]."""
+    accepted = KIND_DTYPES[feature.kind]
+    if tensor.datatype not in accepted:
+        raise BadRequestError(
+            f"Input {tensor.name!r} has datatype {shorten(tensor.datatype)}; feature {feature.name!r} is a {feature.kind}: "
+            f"send one of {list(accepted)}."
+        )
+    shape = tensor.shape
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
+        raise BadRequestError(f"Input {tensor.name!r} has shape {shorten(shape)}; each input is [N] or [N, 1] with N >= 1.")
+    return shape[0]
+
+
+def column_from_json(tensor: RequestInput, rows: int) -> list[Any]:
+    data = tensor.data
+    if data is None:
+        raise BadRequestError(f"Input {tensor.name!r} has no data; send 'data' or binary_data_size.")
+    if data and all(isinstance(item, list) for item in data):  # [N, 1] nested
+        if any(len(item) != 1 for item in data):
+            raise BadRequestError(f"Input {tensor.name!r}: nested data must be {rows} lists of one value each; or send it flat.")
+        data = [item[0] for item in data]
+    if len(data) != rows:
+        raise BadRequestError(f"Input {tensor.name!r} has {len(data)} values; shape {tensor.shape} needs {rows}.")
+    return data
+
+
+def column_from_bytes(tensor: RequestInput, raw: bytes, rows: int) -> list[Any]:
+    """Binary tensor data: little-endian numbers, one byte per BOOL, BYTES each after a 4-byte little-endian length."""
+    wrong = f"Input {tensor.name!r} has binary data that is not {rows} {tensor.datatype} values"
+    if tensor.datatype in NUMERIC_DTYPES:
+        dtype = np.dtype(NUMERIC_DTYPES[tensor.datatype])
+        if len(raw) != rows * dtype.itemsize:
+            raise BadRequestError(f"{wrong}: shape {tensor.shape} of {tensor.datatype} needs {rows * dtype.itemsize} bytes, got {len(raw)}.")
+        return np.frombuffer(raw, dtype=dtype).tolist()
+    if tensor.datatype == "BOOL":
+        flags = np.frombuffer(raw, dtype=np.uint8)
+        if len(flags) != rows or bool((flags > 1).any()):
+            raise BadRequestError(f"{wrong}: {rows} bytes, each 0 or 1.")
+        return [bool(flag) for flag in flags.tolist()]
+    values: list[Any] = []
+    offset = 0
+    while offset < len(raw) and len(values) < rows:
+        if offset + 4 > len(raw):
+            break
+        (size,) = struct.unpack_from("<I", raw, offset)
+        if offset + 4 + size > len(raw):
+            break
+        try:
+            values.append(raw[offset + 4 : offset + 4 + size].decode())
+        except UnicodeDecodeError:
+            raise BadRequestError(f"Input {tensor.name!r}: element {len(values)} is not UTF-8 text.") from None
+        offset += 4 + size
+    if len(values) != rows or offset != len(raw):
+        raise BadRequestError(f"{wrong}: {rows} elements, each a 4-byte little-endian length then that many bytes.")
+    return values
+
+
+def binary_chunks(request: InferenceRequest, binary: bytes) -> dict[str, bytes]:
+    """Each binary input's bytes, cut from the body in the order the inputs are listed (as tritonclient writes them)."""
+    chunks: dict[str, bytes] = {}
+    offset = 0
+    for tensor in request.inputs:
+        size = binary_size(tensor)
+        if size is None:
+            continue
+        if offset + size > len(binary):
+            raise BadRequestError(
+                f"Input {tensor.name!r} declares binary_data_size {size}; only {len(binary) - offset} bytes are left after the header."
+            )
+        chunks[tensor.name] = binary[offset : offset + size]
+        offset += size
+    if offset != len(binary):
+        raise BadRequestError(f"The body has {len(binary) - offset} bytes after the JSON header that no input declares.")
+    return chunks
+
+
+def as_row_value(value: Any, feature: Feature) -> Any:
+    """A tensor element as /predict's JSON value: a nullable number's NaN and a nullable category's empty string
+    (not one of its values) are missing (None); anything else is left for the spec's rules to judge."""
+    if feature.nullable:
+        if isinstance(value, float) and value != value:
+            return None
+        if feature.kind == "category" and value == "" and "" not in feature.codes:
+            return None
+    return value
+
+
+def describe_row_errors(errors: Sequence[dict[str, Any]]) -> str:
+    """The spec's errors on row objects, each naming the input (the feature) and the row."""
+    worded = []
+    for error in errors:
+        loc = [part for part in error.get("loc", ()) if part != "body"]
+        named = len(loc) >= 2  # (row, feature): the feature is the input
+        where = f"Input {str(loc[1])[:MAX_VALUE_CHARS]!r} row {loc[0]}" if named else " ".join(["row", *map(str, loc)])
+        worded.append({**error, "loc": (where,)})
+    return describe_errors(worded)
+
+
+def typed_rows(request: InferenceRequest, binary: bytes, spec: ModelSpec, limit: int) -> list[list[Any]]:
+    """A typed model's inputs (one per feature, in any order) as rows checked by the spec's rules, as /predict's are."""
+    features = {feature.name: feature for feature in spec.features}
+    names = [tensor.name for tensor in request.inputs]
+    unknown = [name for name in names if name not in features]
+    if unknown:
+        raise BadRequestError(
+            f"Unknown input(s) {listed(unknown)}; model {spec.name!r} takes one input per feature, each [N] or [N, 1]: "
+            f"{listed(spec.feature_names)}."
+        )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise BadRequestError(f"Input(s) {listed(repeated)} sent more than once; send each feature's input once.")
+    missing = [name for name in spec.feature_names if name not in names]
+    if missing:
+        raise BadRequestError(
+            f"Missing input(s) {listed(missing)}; model {spec.name!r} takes one input per feature, each [N] or [N, 1] "
+            "(a nullable feature's missing values as null, or NaN for a number)."
+        )
+    first = request.inputs[0]
+    rows = column_length(first, features[first.name])
+    for tensor in request.inputs[1:]:
+        length = column_length(tensor, features[tensor.name])
+        if length != rows:
+            raise BadRequestError(
+                f"Input {tensor.name!r} has {length} rows but input {first.name!r} has {rows}; every input needs the same N."
+            )
+    check_batch_size(rows, limit)
+    chunks = binary_chunks(request, binary)
+    columns = {
+        tensor.name: (column_from_bytes(tensor, chunks[tensor.name], rows) if tensor.name in chunks else column_from_json(tensor, rows))
+        for tensor in request.inputs
+    }
+    records = [
+        {feature.name: as_row_value(columns[feature.name][index], feature) for feature in spec.features} for index in range(rows)
+    ]
+    try:
+        validated = _rows_adapter(spec).validate_python(records)
+    except ValidationError as exc:
+        raise BadRequestError(describe_row_errors(json_safe_errors(exc.errors(include_url=False)))) from None
+    return [row_values(row) for row in validated]
+
+
 def requested_outputs(request: InferenceRequest, spec: ModelSpec) -> list[tuple[str, bool]]:
     """(name, as binary) for each output to return, in the order asked."""
     as_binary = (request.parameters or {}).get("binary_data_output") is True
@@ -284,20 +456,34 @@ def encode_response(answer: dict[str, Any], binary_names: set[str]) -> tuple[byt
     return header + b"".join(chunks), len(header)
 
 
+def feature_input(feature: Feature) -> dict[str, Any]:
+    """A typed model's input for one feature: its name, datatype and shape, and its kind's rules as parameters."""
+    parameters: dict[str, Any] = {"kind": feature.kind, "nullable": feature.nullable, "datatypes": list(KIND_DTYPES[feature.kind])}
+    if feature.kind == "category":
+        parameters["categories"] = list(feature.categories[:MAX_CATEGORIES_LISTED])
+        parameters["unseen"] = "predicted and flagged" if feature.unknown == "ignore" else "refused"
+    return {"name": feature.name, "datatype": KIND_DTYPES[feature.kind][0], "shape": [-1], "parameters": parameters}
+
+
 def model_metadata(spec: ModelSpec, platform: str) -> dict[str, Any]:
     n_classes = len(spec.targets)
-    return {
-        "name": spec.name,
-        "versions": [spec.version],
-        "platform": platform,
-        "inputs": [
+    inputs = (
+        [
             {
                 "name": INPUT_NAME,
                 "datatype": "FP32",
                 "shape": [-1, len(spec.features)],
                 "parameters": {"feature_names": list(spec.feature_names), "datatypes": list(INPUT_DTYPES)},
             }
-        ],
+        ]
+        if spec.plain
+        else [feature_input(feature) for feature in spec.features]
+    )
+    return {
+        "name": spec.name,
+        "versions": [spec.version],
+        "platform": platform,
+        "inputs": inputs,
         "outputs": [
             {"name": name, "datatype": dtype, "shape": [-1, n_classes] if name in ("probabilities", "predict_proba") else [-1]}
             for name, dtype in output_dtypes(spec).items()
@@ -324,18 +510,13 @@ def infer(
     follow the JSON header, that header's length."""
     spec = pipeline.spec
     find_model(spec, name, version)
-    untyped = [feature.name for feature in spec.features if feature.kind in ("category", "boolean") or feature.nullable]
-    if untyped:  # the one [N, features] FP32 tensor would carry a category as its internal code: refused, never misread
-        raise BadRequestError(
-            f"Model {spec.name!r} has features the Open Inference Protocol route does not carry yet (categories, booleans "
-            f"or missing values: {', '.join(map(repr, untyped[:10]))}); send its rows to POST /predict or /predict/batch."
-        )
     if not pipeline.predictor.ready:
         raise ModelNotReadyError("The model is not loaded yet; retry shortly.")
     check_content_encoding(content_encoding)
     parsed, binary = parse_inference_request(body, header_length, spec)
     outputs = requested_outputs(parsed, spec)
-    rows = input_rows(parsed, binary, spec, pipeline.limits.max_batch_size)
+    limit = pipeline.limits.max_batch_size
+    rows = input_rows(parsed, binary, spec, limit) if spec.plain else typed_rows(parsed, binary, spec, limit)
     predictions, _ = pipeline.predict_rows(rows)
     answer: dict[str, Any] = {"model_name": name, "model_version": spec.version}
     if parsed.id is not None:
