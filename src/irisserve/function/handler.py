@@ -18,6 +18,8 @@ import threading
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
 
 from irisserve.core.errors import ArtifactError, IrisServeError, ModelNotReadyError, encode_json
 from irisserve.core.pipeline import Limits, RequestPipeline
@@ -25,7 +27,7 @@ from irisserve.core.predictor import Predictor
 from irisserve.core.schemas import health_body, model_info_body, model_inputs_body
 from irisserve.core.settings import Settings, get_settings
 from irisserve.core.startup import mark
-from irisserve.ops.asgi import JSON_TYPE, answer_body, header, send_error, send_json
+from irisserve.ops.asgi import Reply, answer_body, header, prediction_reply, send_body, send_error, send_json
 from irisserve.ops.cors import ALLOWED_METHODS, CorsMiddleware
 from irisserve.ops.drift import DriftMonitor
 from irisserve.ops.lifecycle import DrainMiddleware, is_draining
@@ -85,26 +87,9 @@ def _load(settings: Settings) -> RequestPipeline:
 
 
 def prefers_html(accept: str | None) -> bool:
-    """Whether an Accept header ranks text/html above application/json (a browser's does; a tie, or no header,
-    is JSON). Each media range's q counts for the types it matches, the most specific range deciding."""
-    if not accept:
-        return False
-    quality = {HTML: (-1, 0.0), JSON: (-1, 0.0)}  # (specificity of the deciding range, q)
-    for part in accept.split(",")[:64]:
-        media, *params = (item.strip() for item in part.split(";"))
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip() == "q":
-                try:
-                    q = min(max(float(value), 0.0), 1.0)
-                except ValueError:
-                    q = 0.0
-        for kind in quality:
-            specificity = 2 if media == kind else 1 if media == kind.split("/")[0] + "/*" else 0 if media == "*/*" else -1
-            if specificity > quality[kind][0]:
-                quality[kind] = (specificity, q)
-    return quality[HTML][1] > quality[JSON][1]
+    """Whether an Accept header ranks text/html above application/json (a browser's does; a tie, or no header, is
+    JSON): Werkzeug's content negotiation, as the function's Flask mode answered it."""
+    return parse_accept_header(accept, MIMEAccept).best_match([JSON, HTML]) == HTML
 
 
 class FunctionDispatch:
@@ -136,9 +121,8 @@ class FunctionDispatch:
     async def predict(self, scope: Scope, receive: Receive, send: Send) -> None:
         """One row, or a batch when the object has ``instances``; the same bodies as the web service."""
 
-        def handle(body: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-            answer = load_model(self.settings).predict_any(body, content_encoding=header(scope, b"content-encoding"))
-            return answer.body, [JSON_TYPE, (b"server-timing", answer.server_timing.encode())]
+        def handle(body: bytes) -> Reply:
+            return prediction_reply(load_model(self.settings).predict_any(body, content_encoding=header(scope, b"content-encoding")))
 
         await answer_body(scope, receive, send, handle, read_timeout=self.settings.read_timeout_seconds)
 
@@ -150,8 +134,7 @@ class FunctionDispatch:
         if self.settings.ui and prefers_html(header(scope, b"accept")):
             page = render_page(door="function", auth=False)
             headers = [(name.lower().encode(), value.encode()) for name, value in page.headers.items()]
-            await send({"type": "http.response.start", "status": 200, "headers": [*headers, (b"content-length", str(len(page.body)).encode()), vary]})
-            await send({"type": "http.response.body", "body": page.body})
+            await send_body(send, 200, page.body, [*headers, vary])
             return
         await send_json(send, *self.health(), vary)
 

@@ -26,7 +26,8 @@ from irisserve.core.errors import (
     encode_json,
     error_answer,
 )
-from irisserve.core.pipeline import DISCARD_MAX_BYTES
+from irisserve.core.pipeline import DISCARD_MAX_BYTES, Answer
+from irisserve.ops.lifecycle import CONNECTION_CLOSE
 from irisserve.v2 import is_v2_path
 from irisserve.v2.codec import describe_errors
 
@@ -37,7 +38,6 @@ Protocol = Literal["seed", "v2"]
 JSON_TYPE = (b"content-type", b"application/json")
 CLIENT_CLOSED_REQUEST = 499  # nginx's "client closed request": counted, never sent to anyone
 CLIENT_GONE = "%s %s: the client disconnected before sending the whole body"  # logged at INFO: the client's doing
-CONNECTION_CLOSE = (b"connection", b"close")
 BODY_TOO_SLOW = "The request body did not arrive in time; send it in one go (or fewer rows per request)."
 SHUTTING_DOWN = ServiceUnavailableError(
     "The server is shutting down and this request's body had not arrived; send the request again."
@@ -103,7 +103,13 @@ async def send_json(send: Send, status: int, body: bytes, *headers: tuple[bytes,
 
 
 # A handler's work on a request body: the answer's bytes and headers (its content type among them).
-BodyHandler = Callable[[bytes], tuple[bytes, list[tuple[bytes, bytes]]]]
+Reply = tuple[bytes, list[tuple[bytes, bytes]]]
+BodyHandler = Callable[[bytes], Reply]
+
+
+def prediction_reply(answer: Answer) -> Reply:
+    """A pipeline's answer as sent: JSON, with each stage's time in Server-Timing."""
+    return answer.body, [JSON_TYPE, (b"server-timing", answer.server_timing.encode())]
 
 
 async def answer_body(scope: Scope, receive: Receive, send: Send, handle: BodyHandler, *, read_timeout: float) -> None:

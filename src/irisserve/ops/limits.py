@@ -1,4 +1,4 @@
-"""Request limits at the web door: the optional API key and the body size.
+"""Request limits for both front doors: the body size, and the web service's optional API key.
 
 The key and the body size are ASGI middleware that answer before the app reads a body.
 

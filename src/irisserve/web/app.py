@@ -17,7 +17,6 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 from irisserve import __version__
 from irisserve.core.errors import (
@@ -39,7 +38,7 @@ from irisserve.core.schemas import (
 from irisserve.core.settings import Settings, get_settings
 from irisserve.core.spec import ModelSpec
 from irisserve.core.startup import mark
-from irisserve.ops.asgi import CLIENT_CLOSED_REQUEST, CLIENT_GONE, error_body, error_reply, protocol_of
+from irisserve.ops.asgi import error_body, error_reply, protocol_of
 from irisserve.ops.cors import CorsMiddleware
 from irisserve.ops.drift import DriftMonitor
 from irisserve.ops.lifecycle import DrainMiddleware, drain_on_signals
@@ -187,13 +186,6 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return Response(body, status_code=exc.status_code, headers=exc.headers, media_type=JSON)
 
 
-async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
-    """The client went away before its body arrived: its doing, not a server error. One line, status 499
-    (nginx's "client closed request") in the metrics; nobody is left to read the answer."""
-    logger.info(CLIENT_GONE, request.method, request.url.path)
-    return Response(status_code=CLIENT_CLOSED_REQUEST)
-
-
 async def handle_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("Unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse({"detail": "Internal server error; the incident was logged."}, status_code=500)
@@ -281,7 +273,6 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.router.redirect_slashes = False  # /predict/ is a 404, never a redirect to http:// behind an HTTPS proxy
     app.add_exception_handler(IrisServeError, handle_irisserve_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_exception)
-    app.add_exception_handler(ClientDisconnect, handle_client_disconnect)
     app.add_exception_handler(Exception, handle_unexpected_error)
     scrape = metrics_endpoint(lambda: export_drift(live.drift.report()), max_age_seconds=settings.metrics_max_age_seconds)
     app.add_route("/metrics", scrape, include_in_schema=False)

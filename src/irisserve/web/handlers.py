@@ -6,7 +6,6 @@ Declared on FastAPI (``web/app.py``, ``web/v2.py``) with ``@served_by``, so /doc
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from functools import partial
 
@@ -16,13 +15,11 @@ from irisserve.core.errors import encode_json
 from irisserve.core.pipeline import Answer, RequestPipeline
 from irisserve.core.predictor import Predictor
 from irisserve.core.schemas import health_body
-from irisserve.ops.asgi import JSON_TYPE, answer_body, header, send_json
+from irisserve.ops.asgi import JSON_TYPE, Reply, answer_body, header, prediction_reply, send_json
 from irisserve.ops.lifecycle import is_draining
 from irisserve.v2 import codec
 from irisserve.v2.codec import HEADER_LENGTH
 from irisserve.web.routing import Handler
-
-logger = logging.getLogger("irisserve")
 
 BINARY_MEDIA_TYPE = "application/octet-stream"
 HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()
@@ -41,9 +38,8 @@ def health_handler(predictor: Predictor) -> Handler:
 def predict_handler(predict: Callable[..., Answer], read_timeout: float) -> Handler:
     """POST /predict or /predict/batch: the body to ``predict`` (a pipeline method), its answer back."""
 
-    def handle(scope: Scope, body: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-        answer = predict(body, content_encoding=header(scope, b"content-encoding"))
-        return answer.body, [JSON_TYPE, (b"server-timing", answer.server_timing.encode())]
+    def handle(scope: Scope, body: bytes) -> Reply:
+        return prediction_reply(predict(body, content_encoding=header(scope, b"content-encoding")))
 
     async def predict_route(scope: Scope, receive: Receive, send: Send) -> None:
         await answer_body(scope, receive, send, partial(handle, scope), read_timeout=read_timeout)
@@ -54,7 +50,7 @@ def predict_handler(predict: Callable[..., Answer], read_timeout: float) -> Hand
 def v2_infer_handler(pipeline: RequestPipeline, read_timeout: float) -> Handler:
     """POST /v2/models/{model_name}[/versions/{model_version}]/infer: JSON, or JSON plus binary tensors."""
 
-    def handle(scope: Scope, body: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    def handle(scope: Scope, body: bytes) -> Reply:
         params = scope["path_params"]
         answer, header_length = codec.infer(
             pipeline, body, name=params["model_name"], version=params.get("model_version"),
