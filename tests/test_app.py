@@ -275,6 +275,25 @@ OPENAPI_CHANGES = {
 }
 
 
+# The model repository (issue 17): every model at /models/{name}/..., Triton's repository extension; nothing else touched.
+OPENAPI_CHANGES |= {
+    *[("paths", path) for path in (
+        "/models", "/models/{model_name}/openapi.json", "/v2/repository/index",
+        "/v2/repository/models/{model_name}/load", "/v2/repository/models/{model_name}/unload",
+    )],
+    *[
+        ("paths", base + suffix)
+        for base in ("/models/{model_name}", "/models/{model_name}/versions/{model_version}")
+        for suffix in ("/predict", "/predict/batch", "/info", "/inputs", "/stats")
+    ],
+    *[
+        ("components", "schemas", name)
+        for name in ("ServedModels", "ServedModelSummary", "RepositoryIndexRequest", "RepositoryModelRequest",
+                     "RepositoryIndexEntry", "RepositoryChange")
+    ],
+}
+
+
 def test_openapi_is_as_before_but_for_the_listed_changes(client: httpx.Client) -> None:
     before = json.loads((REPO_ROOT / "tests" / "golden" / "openapi-before-any-model.json").read_text())
     now = client.get("/openapi.json").json()

@@ -45,10 +45,10 @@ def function_app(env: Mapping[str, str]) -> Iterator[httpx.Client]:
     The model cache and the settings cache start empty and everything (environment included) is restored
     afterwards: functions-framework's create_app writes FUNCTION_TARGET into os.environ."""
     saved_env = dict(os.environ)
-    saved_predictor = function._PIPELINE
+    saved_predictor = function._REGISTRY
     os.environ.update(env)
     get_settings.cache_clear()
-    function._PIPELINE = None
+    function._REGISTRY = None
     try:
         app = functions_framework.create_app(target="predict", source=str(FUNCTION_SOURCE))
         with TestClient(app, base_url="http://function.test") as client:
@@ -57,7 +57,7 @@ def function_app(env: Mapping[str, str]) -> Iterator[httpx.Client]:
         os.environ.clear()
         os.environ.update(saved_env)
         get_settings.cache_clear()
-        function._PIPELINE = saved_predictor
+        function._REGISTRY = saved_predictor
 
 
 @pytest.fixture(scope="module", params=["in-process", "functions-framework"])
@@ -282,7 +282,7 @@ def test_lazy_mode_loads_on_the_first_request(live_function: RunningServer) -> N
 
 @pytest.mark.parametrize("mode, loaded", [("lazy", False), ("import", True)])
 def test_load_setting_decides_whether_import_loads_the_model(model_dir: Path, mode: str, loaded: bool) -> None:
-    script = "from irisserve.function import handler as function; print(function._PIPELINE is not None)"
+    script = "from irisserve.function import handler as function; print(function._REGISTRY is not None)"
     env = {**os.environ, "IRISSERVE_MODEL_DIR": str(model_dir), "IRISSERVE_FUNCTION_LOAD": mode}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -327,10 +327,10 @@ def test_concurrent_first_requests_load_the_model_once(model_dir: Path, monkeypa
         return original(self)
 
     monkeypatch.setattr(Predictor, "load", counting_load)
-    monkeypatch.setattr(function, "_PIPELINE", None)
+    monkeypatch.setattr(function, "_REGISTRY", None)
     monkeypatch.setattr(function, "get_settings", lambda: get_settings().model_copy(update={"model_dir": model_dir}))
     barrier = threading.Barrier(8)
-    results: list[Predictor] = []
+    results: list[object] = []
 
     def first_request() -> None:
         barrier.wait(timeout=30)

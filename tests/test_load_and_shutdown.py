@@ -19,7 +19,7 @@ import pytest
 
 from irisserve.ops.lifecycle import MULTIPROC_ENV, drain_on_signals, end_draining, is_draining, multiprocess_metrics_dir
 from support import SEED_EXAMPLE, VENV_BIN, RunningServer, free_port, run_server
-from test_observability import requests_counted, scrape_url, value
+from test_observability import IRIS, requests_counted, scrape_url, value
 
 CONCURRENCY = 64
 LOAD_REQUESTS = 600
@@ -121,12 +121,12 @@ def test_load_with_faults_is_answered_and_counted(live_server: RunningServer) ->
     assert validation_counted == validation_sent
     rows = sum(1 if kind.path == "/predict" else 10 for kind in plan if kind.status == 200 and kind.method == "POST")
     predicted = sum(
-        value(after, "irisserve_predictions_total", **{"class": name}) - value(before, "irisserve_predictions_total", **{"class": name})
+        value(after, "irisserve_predictions_total", **IRIS, **{"class": name}) - value(before, "irisserve_predictions_total", **IRIS, **{"class": name})
         for name in ("setosa", "versicolor", "virginica")
     )
     assert predicted == rows
-    out_of_range = value(after, "irisserve_out_of_range_inputs_total", feature="petal_width") - value(
-        before, "irisserve_out_of_range_inputs_total", feature="petal_width"
+    out_of_range = value(after, "irisserve_out_of_range_inputs_total", feature="petal_width", **IRIS) - value(
+        before, "irisserve_out_of_range_inputs_total", feature="petal_width", **IRIS
     )
     assert out_of_range == sum(1 for kind in plan if kind.name == "out of range")
 

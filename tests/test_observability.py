@@ -48,6 +48,10 @@ def scrape_url(base_url: str) -> Samples:
         return scrape(client)
 
 
+# The per-model series' labels for the Iris artifact.
+IRIS = {"model": "iris", "version": "1.0.0"}
+
+
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
@@ -104,7 +108,7 @@ def test_requests_are_counted_by_route_and_status(client: TestClient) -> None:
     assert validation == 2
     latency = "irisserve_http_request_duration_seconds_count"
     assert value(after, latency, method="POST", route="/predict") - value(before, latency, method="POST", route="/predict") == 5
-    inference = value(after, "irisserve_inference_duration_seconds_count") - value(before, "irisserve_inference_duration_seconds_count")
+    inference = value(after, "irisserve_inference_duration_seconds_count", **IRIS) - value(before, "irisserve_inference_duration_seconds_count", **IRIS)
     assert inference == 4  # one model call per successful request, batch included
 
 
@@ -133,16 +137,16 @@ def test_predictions_and_out_of_range_inputs_are_counted(client: TestClient) -> 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert delta("irisserve_out_of_range_inputs_total", feature="sepal_length") == 2
-    assert delta("irisserve_out_of_range_inputs_total", feature="petal_width") == 2
-    assert delta("irisserve_out_of_range_inputs_total", feature="sepal_width") == 0
+    assert delta("irisserve_out_of_range_inputs_total", feature="sepal_length", **IRIS) == 2
+    assert delta("irisserve_out_of_range_inputs_total", feature="petal_width", **IRIS) == 2
+    assert delta("irisserve_out_of_range_inputs_total", feature="sepal_width", **IRIS) == 0
     for name in ("setosa", "versicolor", "virginica"):
-        assert delta("irisserve_predictions_total", **{"class": name}) == predicted[name]
+        assert delta("irisserve_predictions_total", **IRIS, **{"class": name}) == predicted[name]
 
 
 def test_gauges_describe_the_process(client: TestClient) -> None:
     samples = scrape(client)
-    assert value(samples, "irisserve_model_load_seconds") > 0
+    assert value(samples, "irisserve_model_load_seconds", **IRIS) > 0
     started = value(samples, "irisserve_process_start_time_seconds")
     assert time.time() - 3600 < started <= time.time()
     assert value(samples, "irisserve_http_requests_in_flight") == 1  # the scrape itself
@@ -323,7 +327,7 @@ def test_two_workers_metrics_add_up(model_dir: Path, tmp_path: Path) -> None:
         for _ in range(4):  # every scrape, whichever worker answers it, sees the sum
             samples = scrape_url(server.base_url)
             assert requests_counted(samples, "/predict", 200) == sent
-            assert value(samples, "irisserve_predictions_total", **{"class": "setosa"}) == sent
+            assert value(samples, "irisserve_predictions_total", **IRIS, **{"class": "setosa"}) == sent
             assert len(process_series(samples)) == 2
     assert server.process.returncode == 0  # SIGTERM to the whole group: parent and workers shut down cleanly
     assert metrics_dir.is_dir()  # a folder the operator named is kept; only its old files are cleared

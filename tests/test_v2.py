@@ -311,7 +311,7 @@ def metric(client: TestClient, line_start: str) -> float:
 
 
 def test_v2_predictions_and_refusals_are_counted(local: TestClient) -> None:
-    virginica = 'irisserve_predictions_total{class="virginica"}'
+    virginica = 'irisserve_predictions_total{class="virginica",model="iris",version="1.0.0"}'
     refused = 'irisserve_validation_errors_total{route="/v2/models/{model_name}/infer"}'
     before = metric(local, virginica), metric(local, refused)
     assert local.post(f"/v2/models/{MODEL}/infer", json=infer_request([[6.7, 3.0, 5.2, 2.3]] * 3)).status_code == 200

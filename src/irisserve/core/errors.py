@@ -36,6 +36,12 @@ class UnknownModelError(IrisServeError):
     status_code = 404
 
 
+class ConflictError(IrisServeError):
+    """The request asks for a change the server's current state forbids (unloading the default model)."""
+
+    status_code = 409
+
+
 class BadRequestError(IrisServeError):
     """The request cannot be read at all (for example, JSON nested too deeply to parse)."""
 

@@ -20,6 +20,18 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", protected_namespaces=())
 
     model_dir: Path = Field(DEFAULT_MODEL_DIR, description="Artifact folder holding manifest.json.")
+    model_repository: Path | None = Field(
+        None, description="A folder of <name>/<version>/ artifacts to serve, every one (instead of model_dir alone)."
+    )
+    default_model: str | None = Field(
+        None, description="With a repository: the model /predict, /model/* and the page answer for (needed with several)."
+    )
+    state_dir: Path | None = Field(
+        None, description="Set by `irisserve serve`: the folder its workers share the repository's state through."
+    )
+    switch_wait_seconds: float = Field(
+        10.0, gt=0, le=300, description="How long a load or unload call waits for every worker to serve the change."
+    )
     backend: Literal["onnx", "sklearn"] = Field("onnx", description="Inference backend.")
     host: str = Field("127.0.0.1", description="Interface to bind; the container sets 0.0.0.0.")
     port: int = Field(

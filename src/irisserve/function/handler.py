@@ -22,17 +22,15 @@ from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
 from irisserve.core.errors import ArtifactError, IrisServeError, ModelNotReadyError, encode_json
-from irisserve.core.pipeline import Limits, RequestPipeline
-from irisserve.core.predictor import Predictor
+from irisserve.core.registry import ModelRegistry, ServedModel, registry_from_settings
 from irisserve.core.schemas import health_body, model_info_body, model_inputs_body
 from irisserve.core.settings import Settings, get_settings
 from irisserve.core.startup import mark
 from irisserve.ops.asgi import Reply, answer_body, header, prediction_reply, send_body, send_error, send_json
 from irisserve.ops.cors import ALLOWED_METHODS, CorsMiddleware
-from irisserve.ops.drift import DriftMonitor
 from irisserve.ops.lifecycle import DrainMiddleware, is_draining
 from irisserve.ops.limits import BodyLimitMiddleware, BodyTooLarge
-from irisserve.ops.live import LiveStats
+from irisserve.ops.live import live_build, live_figures
 from irisserve.ops.middleware import ObservabilityMiddleware
 from irisserve.ops.request_log import configure_logging
 from irisserve.ui import render_page
@@ -43,8 +41,8 @@ INTERNAL_ERROR = "Internal server error; the incident was logged."
 HTML = "text/html"
 JSON = "application/json"
 
-_PIPELINE: RequestPipeline | None = None
-_LIVE: LiveStats | None = None
+_REGISTRY: ModelRegistry | None = None
+_RESCAN_AFTER_FORK = threading.Event()
 _LOAD_LOCK = threading.Lock()
 
 
@@ -58,32 +56,42 @@ class FunctionRoute:
 ROUTE = FunctionRoute()
 
 
-def load_model(settings: Settings | None = None) -> RequestPipeline:
-    """The process's request pipeline over a loaded (verified, warmed-up) model, built once; ModelNotReadyError if
-    the model cannot load. A failed load is not cached: the next request tries again."""
-    if _PIPELINE is not None:
-        return _PIPELINE
+def load_model(settings: Settings | None = None) -> ModelRegistry:
+    """The process's served models (IRISSERVE_MODEL_DIR's artifact, or IRISSERVE_MODEL_REPOSITORY's every one), loaded
+    (verified, warmed up) once; ModelNotReadyError if the default model cannot load. A failed load is not cached:
+    the next request tries again. A worker forked from a process that had loaded them (IRISSERVE_FUNCTION_LOAD=import,
+    gunicorn's reload after SIGHUP) rescans the repository on its first request, so it serves what is there now."""
+    if _REGISTRY is not None and not _RESCAN_AFTER_FORK.is_set():
+        return _REGISTRY
     with _LOAD_LOCK:  # the event loop loads it; a caller on another thread (a test, a tool) must not load it twice
         return _load(settings or get_settings())
 
 
-def _load(settings: Settings) -> RequestPipeline:
-    global _PIPELINE, _LIVE
-    if _PIPELINE is None:
-        predictor = Predictor(settings.model_dir, backend=settings.backend)
+def _load(settings: Settings) -> ModelRegistry:
+    global _REGISTRY
+    if _REGISTRY is not None and _RESCAN_AFTER_FORK.is_set():
+        _RESCAN_AFTER_FORK.clear()
+        _REGISTRY.reconcile()
+    if _REGISTRY is None:
         try:
-            predictor.load()
+            registry = registry_from_settings(settings, live_build(settings))
+            problems = registry.reconcile()
         except ArtifactError as exc:
             raise ModelNotReadyError(f"The model could not be loaded: {exc}") from exc
+        if registry.default_name not in registry.snapshot.serving:
+            raise ModelNotReadyError(f"The model could not be loaded: {'; '.join(problems)}")
+        record = registry.default()
         mark("ready")
         logger.info(
             "Model %s %s loaded (%s) in %.3fs, warm-up %.4fs",
-            predictor.spec.name, predictor.version, settings.function_load, predictor.load_seconds, predictor.warmup_seconds,
+            record.name, record.version, settings.function_load, record.predictor.load_seconds, record.predictor.warmup_seconds,
         )
-        live = LiveStats(predictor.spec, DriftMonitor(predictor.spec, threshold=settings.drift_psi_threshold))
-        _PIPELINE = RequestPipeline(predictor, Limits(settings.max_body_bytes, settings.max_batch_size), observe=live.observe)
-        _LIVE = live
-    return _PIPELINE
+        _REGISTRY = registry
+    return _REGISTRY
+
+
+def default_model(settings: Settings | None = None) -> ServedModel:
+    return load_model(settings).default()
 
 
 def prefers_html(accept: str | None) -> bool:
@@ -122,7 +130,9 @@ class FunctionDispatch:
         """One row, or a batch when the object has ``instances``; the same bodies as the web service."""
 
         def handle(body: bytes) -> Reply:
-            return prediction_reply(load_model(self.settings).predict_any(body, content_encoding=header(scope, b"content-encoding")))
+            record = default_model(self.settings)
+            scope.setdefault("state", {})["served"] = record
+            return prediction_reply(record.pipeline.predict_any(body, content_encoding=header(scope, b"content-encoding")))
 
         await answer_body(scope, receive, send, handle, read_timeout=self.settings.read_timeout_seconds)
 
@@ -141,16 +151,15 @@ class FunctionDispatch:
     def health(self) -> tuple[int, bytes]:
         load_mode = self.settings.function_load
         try:
-            pipeline = load_model(self.settings)
+            record = default_model(self.settings)
         except ModelNotReadyError as exc:
             status, body = health_body(None, reason=str(exc))
             return status, encode_json({**body, "load_mode": load_mode})
-        status, body = health_body(pipeline.predictor, draining=is_draining())
+        status, body = health_body(record.predictor, draining=is_draining())
         reply: dict[str, Any] = {
-            **body, "load_mode": load_mode, "model": model_info_body(pipeline.predictor), "inputs": model_inputs_body(pipeline.spec),
+            **body, "load_mode": load_mode, "model": model_info_body(record.predictor), "inputs": model_inputs_body(record.spec),
+            "stats": record.extras["live"].body(),
         }
-        if _LIVE is not None:
-            reply["stats"] = _LIVE.body()
         return status, encode_json(reply)
 
 
@@ -162,7 +171,7 @@ def create_function_app(settings: Settings | None = None) -> ASGIApp:
     app = BodyLimitMiddleware(app, max_body_bytes=settings.max_body_bytes)
     app = CorsMiddleware(app, allowed=settings.cors_origins)
     app = DrainMiddleware(app)
-    observed = ObservabilityMiddleware(app, request_log=configure_logging(settings), live=lambda: _LIVE)
+    observed = ObservabilityMiddleware(app, request_log=configure_logging(settings), live=live_figures(lambda: _REGISTRY))
 
     async def function_app(scope: Scope, receive: Receive, send: Send) -> None:
         scope["route"] = ROUTE  # every path is the function's one URL
@@ -185,6 +194,7 @@ def _exit_without_native_teardown() -> None:
 
 
 mark("imports_done")
+os.register_at_fork(after_in_child=_RESCAN_AFTER_FORK.set)
 if get_settings().function_load == "import":
     load_model()
     os.register_at_fork(after_in_child=lambda: atexit.register(_exit_without_native_teardown))

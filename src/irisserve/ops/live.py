@@ -16,12 +16,15 @@ import random
 import threading
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from irisserve.core.predictor import ClassPredictions, Predictions
+from irisserve.core.pipeline import Limits, PredictionObserver, RequestPipeline
+from irisserve.core.predictor import ClassPredictions, Predictions, Predictor
+from irisserve.core.registry import Build, ModelRegistry, ServedModel
+from irisserve.core.settings import Settings
 from irisserve.core.spec import ModelSpec
 from irisserve.ops.drift import DriftMonitor
 
@@ -192,3 +195,41 @@ class LiveStats:
             return {"rows": rows, "by_class": dict(zip(self.spec.targets, by_class, strict=True)), "values": None}
         values = {"mean": total / rows, "min": low, "max": high} if rows else None
         return {"rows": rows, "by_class": None, "values": values}
+
+
+def live_build(settings: Settings, also: PredictionObserver | None = None) -> Build:
+    """How both doors serve a loaded model: its request pipeline under the settings' limits, observed by its own
+    live figures and drift window (``extras["live"]``) and by ``also`` (the web service's Prometheus counters)."""
+
+    def build(predictor: Predictor) -> tuple[RequestPipeline, dict[str, Any]]:
+        live = LiveStats(predictor.spec, DriftMonitor(predictor.spec, threshold=settings.drift_psi_threshold))
+
+        def observe(spec: ModelSpec, matrix: np.ndarray, predictions: Predictions, flags: list[list[str]], seconds: float) -> None:
+            if also is not None:
+                also(spec, matrix, predictions, flags, seconds)
+            live.observe(spec, matrix, predictions, flags, seconds)
+
+        pipeline = RequestPipeline(
+            predictor, Limits(settings.max_body_bytes, settings.max_batch_size), observe=observe if also is not None else live.observe
+        )
+        return pipeline, {"live": live}
+
+    return build
+
+
+def live_of(record: ServedModel | None) -> LiveStats | None:
+    return None if record is None else record.extras.get("live")
+
+
+def live_figures(registry_of: Callable[[], ModelRegistry | None]) -> Callable[[Mapping[str, Any]], LiveStats | None]:
+    """The request log's live figures for a request: those of the model it was for (``scope["state"]["served"]``,
+    set by the handler that resolved it), else the default model's."""
+
+    def figures(scope: Mapping[str, Any]) -> LiveStats | None:
+        record = scope.get("state", {}).get("served")
+        if record is None:
+            registry = registry_of()
+            record = None if registry is None else registry.snapshot.serving.get(registry.default_name)
+        return live_of(record)
+
+    return figures

@@ -10,6 +10,7 @@ worker's counts.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -52,31 +53,42 @@ REQUEST_SECONDS = Histogram(
     f"{PREFIX}_http_request_duration_seconds", "Time from request to last response byte.", ["method", "route"], buckets=REQUEST_BUCKETS
 )
 IN_FLIGHT = Gauge(f"{PREFIX}_http_requests_in_flight", "Requests being handled now.", multiprocess_mode="livesum")
+# The per-model series carry the model's name and version: bounded by what is loaded, removed when it is unloaded.
+MODEL_LABELS = ["model", "version"]
 INFERENCE_SECONDS = Histogram(
-    f"{PREFIX}_inference_duration_seconds", "Time in the model for one request (all its rows).", buckets=INFERENCE_BUCKETS
+    f"{PREFIX}_inference_duration_seconds", "Time in the model for one request (all its rows).", MODEL_LABELS,
+    buckets=INFERENCE_BUCKETS,
 )
 VALIDATION_ERRORS = Counter(f"{PREFIX}_validation_errors", "Requests refused because the body broke the schema.", ["route"])
-PREDICTIONS = Counter(f"{PREFIX}_predictions", "Rows predicted, by predicted class.", ["class"])
+PREDICTIONS = Counter(f"{PREFIX}_predictions", "Rows predicted, by model, version and predicted class.", [*MODEL_LABELS, "class"])
 OUT_OF_RANGE = Counter(
-    f"{PREFIX}_out_of_range_inputs", "Rows with a feature outside the training data's range (a drift signal).", ["feature"]
+    f"{PREFIX}_out_of_range_inputs", "Rows with a feature outside the training data's range (a drift signal).",
+    [*MODEL_LABELS, "feature"],
 )
 MODEL_LOAD_SECONDS = Gauge(
-    f"{PREFIX}_model_load_seconds", "Seconds to verify and open the model artifact.", multiprocess_mode="liveall"
+    f"{PREFIX}_model_load_seconds", "Seconds to verify and open the model artifact.", MODEL_LABELS, multiprocess_mode="liveall"
 )
 FEATURE_DRIFT_PSI = Gauge(
     f"{PREFIX}_feature_drift_psi",
     "Population stability index of the feature's recent inputs against training (drift above IRISSERVE_DRIFT_PSI_THRESHOLD).",
-    ["feature"],
+    [*MODEL_LABELS, "feature"],
     multiprocess_mode="livemostrecent",  # each worker has its own window: the scraped worker's, refreshed at the scrape
 )
-DRIFT_WINDOW_ROWS = Gauge(f"{PREFIX}_drift_window_rows", "Rows in the drift window.", multiprocess_mode="livemostrecent")
+DRIFT_WINDOW_ROWS = Gauge(f"{PREFIX}_drift_window_rows", "Rows in the drift window.", MODEL_LABELS, multiprocess_mode="livemostrecent")
 PROCESS_START = Gauge(
     f"{PREFIX}_process_start_time_seconds", "When this server process started (Unix time).", multiprocess_mode="liveall"
 )
 
-_out_of_range_children: dict[str, Any] = {}
-_prediction_children: dict[str, Any] = {}
+_children: dict[tuple[Any, ...], Any] = {}  # (metric, *label values) -> child
 _validation_children: dict[str, Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    key = (metric, *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
 
 
 def _process_start_time() -> float:
@@ -96,20 +108,14 @@ def record_predictions(spec: ModelSpec, matrix: np.ndarray, predictions: Predict
     """Time one model call and count its rows by predicted class (classifiers) and its out-of-range features.
 
     The pipeline's observer: called by every front door that keeps metrics, for /predict, batches and V2."""
-    INFERENCE_SECONDS.observe(seconds)
+    model, version = spec.name, spec.version
+    _child(INFERENCE_SECONDS, model, version).observe(seconds)
     if isinstance(predictions, ClassPredictions):
         for class_id in set(predictions.class_ids):
-            name = spec.targets[class_id]
-            child = _prediction_children.get(name)
-            if child is None:
-                child = _prediction_children[name] = PREDICTIONS.labels(name)
-            child.inc(predictions.class_ids.count(class_id))
+            _child(PREDICTIONS, model, version, spec.targets[class_id]).inc(predictions.class_ids.count(class_id))
     for row in flags:
         for feature in row:
-            child = _out_of_range_children.get(feature)
-            if child is None:
-                child = _out_of_range_children[feature] = OUT_OF_RANGE.labels(feature=feature)
-            child.inc()
+            _child(OUT_OF_RANGE, model, version, feature).inc()
 
 
 # A body that breaks the model's schema: 422 in the seed API, 400 in the Open Inference Protocol.
@@ -145,8 +151,18 @@ def record_validation_error(route: str) -> None:
     child.inc()
 
 
-def record_model_load(seconds: float) -> None:
-    MODEL_LOAD_SECONDS.set(seconds)
+def record_model_load(spec: ModelSpec, seconds: float) -> None:
+    _child(MODEL_LOAD_SECONDS, spec.name, spec.version).set(seconds)
+
+
+def forget_model(name: str, version: str) -> None:
+    """Remove an unloaded version's series (in this process; with several workers, prometheus_client's files keep
+    a dead series' last values until the server restarts)."""
+    for key in [key for key in _children if key[1:3] == (name, version)]:
+        metric, *labels = key
+        del _children[key]
+        with contextlib.suppress(KeyError):
+            metric.remove(*labels)
 
 
 def multiprocess_enabled() -> bool:
@@ -168,14 +184,14 @@ def mark_worker_exited() -> None:
         multiprocess.mark_process_dead(os.getpid())
 
 
-def export_drift(report: Mapping[str, Any]) -> None:
-    """Set the drift gauges from a drift report (``ops/drift.py``). Below the report's ``min_rows`` a PSI says
-    little (a few rows cannot fill ten bins), so it is exported as NaN: ``> threshold`` alerts stay quiet."""
+def export_drift(spec: ModelSpec, report: Mapping[str, Any]) -> None:
+    """Set the model's drift gauges from its drift report (``ops/drift.py``). Below the report's ``min_rows`` a PSI
+    says little (a few rows cannot fill ten bins), so it is exported as NaN: ``> threshold`` alerts stay quiet."""
     enough = report["rows"] >= report["min_rows"]
     for feature, entry in report["features"].items():
         value = entry["psi"] if enough and entry["psi"] is not None else math.nan
-        FEATURE_DRIFT_PSI.labels(feature=feature).set(value)
-    DRIFT_WINDOW_ROWS.set(report["rows"])
+        _child(FEATURE_DRIFT_PSI, spec.name, spec.version, feature).set(value)
+    _child(DRIFT_WINDOW_ROWS, spec.name, spec.version).set(report["rows"])
 
 
 async def read_metrics(request: Request) -> Response:

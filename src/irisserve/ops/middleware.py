@@ -34,15 +34,15 @@ logger = logging.getLogger("irisserve")
 class ObservabilityMiddleware:
     """Counts and times every HTTP request, echoes its request id, and writes one log line for it.
 
-    ``metrics`` (Prometheus, the web service) and ``live`` (this process's live figures, once its model is
-    loaded) are optional: the function keeps live figures and a request log but no Prometheus registry."""
+    ``metrics`` (Prometheus, the web service) and ``live`` (the live figures of the model a request was for,
+    once loaded) are optional: the function keeps live figures and a request log but no Prometheus registry."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
         request_log: RequestLog | None = None,
-        live: Callable[[], LiveStats | None] = lambda: None,
+        live: Callable[[Scope], LiveStats | None] = lambda scope: None,
         metrics: RequestMetrics | None = None,
     ) -> None:
         self.app = app
@@ -86,7 +86,7 @@ class ObservabilityMiddleware:
         method = scope["method"] if scope["method"] in KNOWN_METHODS else OTHER_METHOD
         if self.metrics is not None:
             self.metrics.end(method, route, status, seconds, protocol_of(scope))
-        live = self.live()
+        live = self.live(scope)
         if live is not None:
             live.record_request(method, route, status, seconds)
 

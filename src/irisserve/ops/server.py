@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -30,6 +32,7 @@ from irisserve.core.settings import get_settings
 from irisserve.ops.asgi import DiscardBudget
 from irisserve.ops.lifecycle import begin_draining
 from irisserve.ops.listener import take_accept_queue
+from irisserve.ops.repository_sync import STATE_DIR_ENV, request_rescan
 
 logger = logging.getLogger("irisserve")
 
@@ -212,6 +215,15 @@ class DrainingSupervisor(multiprocess.Multiprocess):
         for sock in self.sockets:
             sock.close()
         super().terminate_all()
+
+    def handle_hup(self) -> None:
+        """SIGHUP rescans the model repository in every worker (``ops/repository_sync.py``), without restarting them."""
+        state_dir = os.environ.get(STATE_DIR_ENV)
+        if state_dir:
+            generation = request_rescan(Path(state_dir))
+            logger.info("SIGHUP: every worker rescans the model repository (generation %d)", generation)
+        else:
+            super().handle_hup()
 
 
 @contextmanager

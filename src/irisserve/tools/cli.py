@@ -81,24 +81,31 @@ def _package_summary(manifest: dict[str, Any], out: Path, seconds: float) -> str
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from irisserve.core.predictor import Predictor
     from irisserve.core.settings import ENV_PREFIX, get_settings
     from irisserve.ops.lifecycle import exit_cleanly_on_signals, multiprocess_metrics_dir
+    from irisserve.ops.repository_sync import repository_state_dir
     from irisserve.ops.request_log import configure_logging
     from irisserve.ops.server import BoundedHttpToolsProtocol, serve
 
     # Through the environment, so every uvicorn worker process sees them too (PORT is the variable that wins).
+    if args.models and args.model_dir:
+        raise IrisServeError("Give --models (a repository of <name>/<version>/ artifacts) or --model-dir (one artifact), not both.")
     given = {
         f"{ENV_PREFIX}MODEL_DIR": args.model_dir and str(args.model_dir.resolve()),
+        f"{ENV_PREFIX}MODEL_REPOSITORY": args.models and str(args.models.resolve()),
+        f"{ENV_PREFIX}DEFAULT_MODEL": args.default_model,
         "PORT": args.port and str(args.port),
         f"{ENV_PREFIX}HOST": args.host,
     }
     os.environ.update({name: value for name, value in given.items() if value})
     get_settings.cache_clear()
     settings = get_settings()
-    # A missing, malformed or mismatched artifact (the manifest against the model itself): one line and exit 2,
-    # before any worker starts or the port is bound.
-    Predictor(settings.model_dir, backend=settings.backend).check()
+    if args.model_dir:  # the flag wins over a repository named in the environment
+        settings = settings.model_copy(update={"model_repository": None})
+        os.environ.pop(f"{ENV_PREFIX}MODEL_REPOSITORY", None)
+    # A missing, malformed or mismatched artifact (the manifest against the model itself), or a repository whose
+    # default model has no version that loads: one line and exit 2, before any worker starts or the port is bound.
+    check_default_model(settings)
     exit_cleanly_on_signals()
     configure_logging(settings)  # the supervisor's own lines (several workers) in the same format as the app's
     config = uvicorn.Config(
@@ -114,9 +121,27 @@ def _serve(args: argparse.Namespace) -> int:
         # grace for connections already accepted, then at most IRISSERVE_FINISH_SECONDS (5) for requests in flight.
         timeout_graceful_shutdown=settings.finish_seconds,
     )
-    with multiprocess_metrics_dir(settings.workers):
+    with multiprocess_metrics_dir(settings.workers), repository_state_dir():
         serve(config)
     return 0
+
+
+def check_default_model(settings: Any) -> None:
+    """Load the model /predict will answer with, as a worker would, then let it go: its newest version that loads."""
+    from irisserve.core.registry import latest, registry_from_settings, version_key
+
+    registry = registry_from_settings(settings, build=lambda predictor: (None, {}))  # type: ignore[arg-type,return-value]
+    folders = registry.discover()[registry.default_name]
+    refusals = []
+    for version in sorted(folders, key=version_key, reverse=True):
+        try:
+            registry.predictor_for(folders[version]).check()
+            return
+        except IrisServeError as exc:
+            refusals.append(exc)
+    if len(folders) == 1:
+        raise refusals[0]
+    raise IrisServeError(f"No version of the default model {registry.default_name!r} loads; the latest ({latest(folders)}): {refusals[0]}")
 
 
 def _bundle_function(args: argparse.Namespace) -> int:
@@ -183,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="Serve the web API with uvicorn (settings from IRISSERVE_* and PORT).")
     serve.add_argument("--model-dir", type=Path, help="Artifact to serve (default IRISSERVE_MODEL_DIR, else models/iris/1.0.0).")
+    serve.add_argument(
+        "--models", type=Path, metavar="DIR",
+        help="A model repository: serve every DIR/<name>/<version>/ artifact (default IRISSERVE_MODEL_REPOSITORY).",
+    )
+    serve.add_argument(
+        "--default-model", metavar="NAME",
+        help="With --models: the model /predict, /model/* and the page answer for (needed when DIR holds several).",
+    )
     serve.add_argument("--port", type=int, help="TCP port (default PORT or IRISSERVE_PORT, else 8000).")
     serve.add_argument("--host", help="Interface to bind (default IRISSERVE_HOST, else 127.0.0.1; 0.0.0.0 for every one).")
     serve.set_defaults(handler=_serve)

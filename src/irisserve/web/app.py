@@ -7,24 +7,21 @@ fed by /model/info, /model/inputs and /model/stats (this worker's live figures a
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from irisserve import __version__
-from irisserve.core.errors import (
-    IrisServeError,
-    ModelNotReadyError,
-)
-from irisserve.core.pipeline import Limits, RequestPipeline
-from irisserve.core.predictor import Predictions, Predictor
+from irisserve.core.errors import ArtifactError, IrisServeError
+from irisserve.core.predictor import Predictor
+from irisserve.core.registry import ModelRegistry, ServedModel, latest, registry_from_settings
 from irisserve.core.schemas import (
     DriftReport,
     ErrorResponse,
@@ -40,25 +37,27 @@ from irisserve.core.spec import ModelSpec
 from irisserve.core.startup import mark
 from irisserve.ops.asgi import error_body, error_reply, protocol_of
 from irisserve.ops.cors import CorsMiddleware
-from irisserve.ops.drift import DriftMonitor
 from irisserve.ops.lifecycle import DrainMiddleware, drain_on_signals
 from irisserve.ops.limits import ApiKeyMiddleware, BodyLimitMiddleware
-from irisserve.ops.live import LiveStats
+from irisserve.ops.live import live_build, live_figures
 from irisserve.ops.metrics import (
     RequestMetrics,
     export_drift,
+    forget_model,
     mark_worker_exited,
     metrics_endpoint,
     record_model_load,
     record_predictions,
 )
 from irisserve.ops.middleware import ObservabilityMiddleware
+from irisserve.ops.repository_sync import RepositorySync, rescan_on_sighup
 from irisserve.ops.request_log import configure_logging
 from irisserve.ui import render_page
 from irisserve.web import v2
 from irisserve.web.docs import build_docs_router
 from irisserve.web.handlers import health_handler, predict_handler
-from irisserve.web.routing import HotRoutes, ServedRoute, served_by
+from irisserve.web.models import build_models_router
+from irisserve.web.routing import Endpoint, HotRoutes, ServedRoute, served_by
 
 logger = logging.getLogger("irisserve")
 
@@ -98,21 +97,20 @@ def description_of(spec: ModelSpec) -> str:
     )
 
 
-def build_router(pipeline: RequestPipeline, settings: Settings) -> APIRouter:
-    """The seed API, generic over the model: health, predict, batch, model info."""
-    spec, predictor = pipeline.spec, pipeline.predictor
-    router = APIRouter(route_class=ServedRoute)
+def declare_predict_routes(router: APIRouter, spec: ModelSpec, registry: ModelRegistry | None, settings: Settings) -> None:
+    """``/predict`` and ``/predict/batch`` for ``spec``'s rows, answered by the registry's default model (without a
+    registry: declared only, for a model's own OpenAPI document)."""
 
-    @router.get("/health", response_model=HealthResponse, tags=["health"], responses={503: {"model": HealthResponse}})
-    @served_by(health_handler(predictor))
-    async def read_health() -> None:
-        """Liveness and readiness: 200 once the model is loaded and warmed up, 503 before (and while draining)."""
+    def answered_by(batch: bool) -> Callable[[Endpoint], Endpoint]:
+        if registry is None:
+            return lambda endpoint: endpoint
+        return served_by(predict_handler(registry, batch=batch, read_timeout=settings.read_timeout_seconds))
 
     @router.post(
         "/predict", response_model=spec.response_model, tags=["predict"], responses=PREDICT_ERRORS,
         openapi_extra=request_body(spec.request_model),
     )
-    @served_by(predict_handler(pipeline.predict_one, settings.read_timeout_seconds))
+    @answered_by(batch=False)
     async def create_prediction() -> None:
         """Predict one row: every feature, by name."""
 
@@ -120,44 +118,80 @@ def build_router(pipeline: RequestPipeline, settings: Settings) -> APIRouter:
         "/predict/batch", response_model=spec.batch_response_model, tags=["predict"], responses=PREDICT_ERRORS,
         openapi_extra=request_body(spec.batch_model),
     )
-    @served_by(predict_handler(pipeline.predict_batch, settings.read_timeout_seconds))
+    @answered_by(batch=True)
     async def create_batch_prediction() -> None:
         """Predict many rows in one vectorised call (up to IRISSERVE_MAX_BATCH_SIZE rows)."""
+
+
+def build_router(registry: ModelRegistry, spec: ModelSpec, settings: Settings) -> APIRouter:
+    """The seed API, generic over the model, for the default model (``spec``: its version at start-up, documented):
+    health, predict, batch, model info."""
+    router = APIRouter(route_class=ServedRoute)
+
+    @router.get("/health", response_model=HealthResponse, tags=["health"], responses={503: {"model": HealthResponse}})
+    @served_by(health_handler(registry))
+    async def read_health() -> None:
+        """Liveness and readiness: 200 once the model is loaded and warmed up, 503 before (and while draining)."""
+
+    declare_predict_routes(router, spec, registry, settings)
 
     @router.get("/model/info", response_model=ModelInfo, tags=["model"], responses=_errors(401, 503))
     async def read_model_info() -> Any:
         """The served model: type, version, task, features and their training ranges, metrics, artifact hashes."""
-        if not predictor.ready:
-            raise ModelNotReadyError("The model is not loaded yet; retry shortly.")
-        return model_info_body(predictor)
+        return model_info_body(registry.default().predictor)
 
     @router.get("/model/inputs", response_model=ModelInputs, tags=["model"], responses=_errors(401))
     async def read_model_inputs() -> Any:
         """What a row holds: each feature with its constraint and training range, and the example rows."""
-        return model_inputs_body(spec)
+        record = registry.snapshot.serving.get(registry.default_name)
+        return model_inputs_body(spec if record is None else record.spec)
 
     return router
 
 
-def build_live_router(live: LiveStats) -> APIRouter:
-    """This worker's live figures (the model page's panel) and its drift window."""
+def build_live_router(registry: ModelRegistry) -> APIRouter:
+    """This worker's live figures (the model page's panel) and its drift window, for the default model."""
     router = APIRouter(prefix="/model", tags=["model"], route_class=ServedRoute)
 
-    @router.get("/stats", response_model=StatsResponse, responses=_errors(401))
+    @router.get("/stats", response_model=StatsResponse, responses=_errors(401, 503))
     async def read_model_stats() -> Any:
         """The last minute's requests by route (errors, p50/p99), rows by class and out-of-range since start, drift."""
-        body = live.body()
-        export_drift(body["drift"])
-        return body
+        return stats_body(registry.default())
 
-    @router.get("/drift", response_model=DriftReport, responses=_errors(401))
+    @router.get("/drift", response_model=DriftReport, responses=_errors(401, 503))
     async def read_model_drift() -> Any:
         """Each feature's PSI: the recent inputs' bin shares against training; drifted above IRISSERVE_DRIFT_PSI_THRESHOLD."""
-        report = live.drift.report()
-        export_drift(report)
+        record = registry.default()
+        report = record.extras["live"].drift.report()
+        export_drift(record.spec, report)
         return report
 
     return router
+
+
+def model_openapi_for(settings: Settings) -> Callable[[ServedModel], dict[str, Any]]:
+    """``/models/{name}/openapi.json``: the model's own document (its features, its answers), built once per loaded
+    version the way the app's own is for the default model."""
+
+    def model_openapi(record: ServedModel) -> dict[str, Any]:
+        document: dict[str, Any] | None = record.extras.get("openapi")
+        if document is None:
+            spec = record.spec
+            app = FastAPI(title=f"irisserve: {spec.title}", description=description_of(spec), version=__version__, docs_url=None, redoc_url=None)
+            router = APIRouter(prefix=f"/models/{spec.name}", route_class=ServedRoute)
+            declare_predict_routes(router, spec, None, settings)
+            app.include_router(router)
+            complete_openapi(app, spec, settings)
+            document = record.extras["openapi"] = app.openapi()
+        return document
+
+    return model_openapi
+
+
+def stats_body(record: ServedModel) -> dict[str, Any]:
+    body: dict[str, Any] = record.extras["live"].body()
+    export_drift(record.spec, body["drift"])
+    return body
 
 
 def build_page_router(settings: Settings) -> APIRouter:
@@ -217,32 +251,49 @@ def complete_openapi(app: FastAPI, spec: ModelSpec, settings: Settings) -> None:
 
 
 def create_app(settings: Settings | None = None, predictor: Predictor | None = None) -> FastAPI:
-    """Build the app for the artifact in ``settings.model_dir`` (its manifest is read now, to build the routes);
-    the model loads (and warms up) in the lifespan, before the server accepts traffic."""
+    """Build the app for the artifact in ``settings.model_dir``, or every artifact of ``settings.model_repository``
+    (their manifests are read now, to build the routes); the models load (and warm up) in the lifespan, before the
+    server accepts traffic."""
     settings = settings or get_settings()
-    predictor = predictor or Predictor(settings.model_dir, backend=settings.backend)
-    live = LiveStats(predictor.spec, DriftMonitor(predictor.spec, threshold=settings.drift_psi_threshold))
-
-    def observe(spec: ModelSpec, matrix: np.ndarray, predictions: Predictions, flags: list[list[str]], seconds: float) -> None:
-        record_predictions(spec, matrix, predictions, flags, seconds)
-        live.observe(spec, matrix, predictions, flags, seconds)
-
-    pipeline = RequestPipeline(predictor, Limits(settings.max_body_bytes, settings.max_batch_size), observe=observe)
-    spec = pipeline.spec
+    registry = registry_from_settings(
+        settings, live_build(settings, also=record_predictions), dropped=lambda record: forget_model(record.name, record.version),
+        predictor=predictor,
+    )
+    sync = RepositorySync(registry, settings.state_dir, workers=settings.workers, wait_seconds=settings.switch_wait_seconds)
+    spec = registry.predictor_for(registry.discover()[registry.default_name][latest(registry.discover()[registry.default_name])]).spec
+    if predictor is not None and predictor.ready:
+        sync.start()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not predictor.ready:
-            predictor.load()
+        if not registry.snapshot.loaded:
+            problems = await asyncio.to_thread(sync.start)
+            if registry.default_name not in registry.snapshot.serving:
+                raise ArtifactError(f"The default model {registry.default_name!r} could not be loaded: {'; '.join(problems)}")
+        for versions in registry.snapshot.loaded.values():
+            for record in versions.values():
+                record_model_load(record.spec, record.predictor.load_seconds)
+        default = registry.default()
         logger.info(
-            "Model %s %s loaded in %.3fs (warm-up %.4fs), backend %s",
-            spec.name, predictor.version, predictor.load_seconds, predictor.warmup_seconds, settings.backend,
+            "Serving %d model version(s); default %s %s (loaded in %.3fs, warm-up %.4fs), backend %s",
+            sum(len(v) for v in registry.snapshot.loaded.values()), default.name, default.version,
+            default.predictor.load_seconds, default.predictor.warmup_seconds, settings.backend,
         )
-        record_model_load(predictor.load_seconds)
+        if registry.root is not None and not settings.api_key:
+            logger.warning("The repository API (/v2/repository/...: load, unload) is open to every client: set IRISSERVE_API_KEY")
         mark("ready")
         restore_signals = drain_on_signals()
+        following = []
+        if settings.state_dir is not None:
+            restore_hup = rescan_on_sighup(settings.state_dir)
+            following.append(asyncio.create_task(sync.follow()))
         yield
-        predictor.ready = False
+        for task in following:
+            task.cancel()
+            restore_hup()
+        for versions in registry.snapshot.loaded.values():
+            for record in versions.values():
+                record.predictor.ready = False
         restore_signals()
         mark_worker_exited()
 
@@ -258,26 +309,33 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
-    app.state.predictor = predictor
-    app.state.pipeline = pipeline
-    app.state.live = live
+    app.state.registry = registry
+    app.state.sync = sync
     app.include_router(build_docs_router(app.title, app.openapi_url or "/openapi.json"))
     if settings.ui:
         app.include_router(build_page_router(settings))
-    seed_api = build_router(pipeline, settings)
+    seed_api = build_router(registry, spec, settings)
     app.include_router(seed_api)
-    app.include_router(build_live_router(live))
-    v2_api = v2.build_router(pipeline, settings)
+    app.include_router(build_live_router(registry))
+    models_api = build_models_router(registry, settings, model_openapi=model_openapi_for(settings), stats_body=stats_body)
+    app.include_router(models_api)
+    v2_api = v2.build_router(registry, spec, sync, settings)
     app.include_router(v2_api)
     complete_openapi(app, spec, settings)
     app.router.redirect_slashes = False  # /predict/ is a 404, never a redirect to http:// behind an HTTPS proxy
     app.add_exception_handler(IrisServeError, handle_irisserve_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_exception)
     app.add_exception_handler(Exception, handle_unexpected_error)
-    scrape = metrics_endpoint(lambda: export_drift(live.drift.report()), max_age_seconds=settings.metrics_max_age_seconds)
+
+    def export_every_drift() -> None:
+        for versions in registry.snapshot.loaded.values():
+            for record in versions.values():
+                export_drift(record.spec, record.extras["live"].drift.report())
+
+    scrape = metrics_endpoint(export_every_drift, max_age_seconds=settings.metrics_max_age_seconds)
     app.add_route("/metrics", scrape, include_in_schema=False)
-    app.add_middleware(HotRoutes, routes=[*seed_api.routes, *v2_api.routes])  # added first: innermost
-    add_serving_middleware(app, settings, live)
+    app.add_middleware(HotRoutes, routes=[*seed_api.routes, *models_api.routes, *v2_api.routes])  # added first: innermost
+    add_serving_middleware(app, settings, registry)
     return app
 
 
@@ -287,7 +345,7 @@ def public_paths(settings: Settings) -> list[str]:
     return [*settings.public_paths, *([PAGE_PATH] if settings.ui else [])]
 
 
-def add_serving_middleware(app: FastAPI, settings: Settings, live: LiveStats | None = None) -> None:
+def add_serving_middleware(app: FastAPI, settings: Settings, registry: ModelRegistry | None = None) -> None:
     """The last added runs first: metrics and the request log wrap the others, so they see 401s and 413s too;
     CORS wraps the key and size checks, so a browser can read their answers; the hot endpoints are answered
     innermost, after every check, before FastAPI's routing."""
@@ -297,7 +355,7 @@ def add_serving_middleware(app: FastAPI, settings: Settings, live: LiveStats | N
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key, public_paths=public_paths(settings))
     app.add_middleware(CorsMiddleware, allowed=settings.cors_origins)
     app.add_middleware(DrainMiddleware)
-    app.add_middleware(ObservabilityMiddleware, request_log=request_log, live=lambda: live, metrics=RequestMetrics())
+    app.add_middleware(ObservabilityMiddleware, request_log=request_log, live=live_figures(lambda: registry), metrics=RequestMetrics())
 
 
 mark("imports_done")

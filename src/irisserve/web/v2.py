@@ -6,19 +6,21 @@ Clients built for KServe, Triton and MLServer call them unchanged. Errors use th
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from irisserve import __version__
-from irisserve.core.pipeline import RequestPipeline
-from irisserve.core.predictor import Predictor
+from irisserve.core.errors import BadRequestError
+from irisserve.core.registry import ModelRegistry, ServedModel
 from irisserve.core.settings import Settings
+from irisserve.core.spec import ModelSpec
 from irisserve.ops.lifecycle import is_draining
-from irisserve.v2 import codec
+from irisserve.ops.repository_sync import RepositorySync
 from irisserve.v2.codec import example_request, model_metadata
 from irisserve.v2.models import (
     InferenceRequest,
@@ -65,14 +67,40 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     return resolve(schema)
 
 
-def serving(predictor: Predictor) -> bool:
+def serving(record: ServedModel | None) -> bool:
     """Ready as /health counts it: loaded, and not draining after SIGTERM."""
-    return predictor.ready and not is_draining()
+    return record is not None and record.predictor.ready and not is_draining()
 
 
-def build_router(pipeline: RequestPipeline, settings: Settings) -> APIRouter:
-    """The V2 routes for the pipeline's model."""
-    spec, predictor = pipeline.spec, pipeline.predictor
+class RepositoryIndexRequest(BaseModel):
+    ready: bool | None = Field(None, description="true: only the models ready for inference.")
+
+
+class RepositoryModelRequest(BaseModel):
+    parameters: dict[str, Any] | None = Field(
+        None, description='{"version": "1.1.0"} names the version (load: it then answers the name until the next load).'
+    )
+
+
+class RepositoryIndexEntry(BaseModel):
+    name: str
+    version: str
+    state: str = Field(..., description="READY or UNAVAILABLE.")
+    reason: str | None = Field(None, description="Why it is not ready.")
+    serving: bool | None = Field(None, description="true: the version answering the model's name.")
+
+
+class RepositoryChange(BaseModel):
+    name: str
+    version: str | None = Field(None, description="The version loaded (load), or unloaded (unload; null: every version).")
+    serving_version: str | None = Field(None, description="The version now answering the name (null: unloaded).")
+    workers_switched: int = Field(..., description="Worker processes serving the change when the call answered.")
+    workers: int
+
+
+def build_router(registry: ModelRegistry, spec: ModelSpec, sync: RepositorySync, settings: Settings) -> APIRouter:
+    """The V2 routes for every served model (``spec``: the default model's, for the documented example), and
+    Triton's model repository extension."""
     router = APIRouter(prefix="/v2", tags=["v2"], route_class=V2Route)
     request_schema = {**inline_schema(InferenceRequest), "examples": [example_request(spec)]}
     if not spec.plain:  # a typed model takes one input per feature (the plain model's schema is left as it was)
@@ -90,19 +118,19 @@ def build_router(pipeline: RequestPipeline, settings: Settings) -> APIRouter:
         "openapi_extra": {"requestBody": {"required": True, "content": {"application/json": {"schema": request_schema}}}},
     }
 
-    def find_model(name: str, version: str | None) -> None:
-        codec.find_model(spec, name, version)
-
-    def metadata() -> dict[str, Any]:
-        return model_metadata(spec, PLATFORMS.get(predictor.backend_name, predictor.backend_name))
+    def metadata(name: str, version: str | None) -> dict[str, Any]:
+        record = registry.resolve(name, version)
+        body = model_metadata(record.spec, PLATFORMS.get(record.predictor.backend_name, record.predictor.backend_name))
+        if version is None:
+            body["versions"] = list(registry.snapshot.loaded.get(name, {}))
+        return body
 
     def model_ready(name: str, version: str | None) -> Any:
-        find_model(name, version)
-        ready = serving(predictor)
+        ready = serving(registry.resolve(name, version))
         body = {"name": name, "ready": ready}
         return body if ready else JSONResponse(body, status_code=503)
 
-    infer = served_by(v2_infer_handler(pipeline, settings.read_timeout_seconds))
+    infer = served_by(v2_infer_handler(registry, settings.read_timeout_seconds))
 
     @router.get("", response_model=ServerMetadata)
     async def read_server_metadata() -> Any:
@@ -117,13 +145,13 @@ def build_router(pipeline: RequestPipeline, settings: Settings) -> APIRouter:
     @router.get("/health/ready", response_model=ServerReady, responses={503: {"model": ServerReady}})
     async def read_server_ready() -> Any:
         """200 once the model is loaded and warmed up; 503 before and while draining."""
-        return {"ready": True} if serving(predictor) else JSONResponse({"ready": False}, status_code=503)
+        ready = serving(registry.snapshot.serving.get(registry.default_name))
+        return {"ready": True} if ready else JSONResponse({"ready": False}, status_code=503)
 
     @router.get("/models/{model_name}", response_model=ModelMetadata, response_model_exclude_none=True, responses=MODEL_ERRORS)
     async def read_model_metadata(model_name: str) -> Any:
         """The model's name, versions, platform, and input and output tensors."""
-        find_model(model_name, None)
-        return metadata()
+        return metadata(model_name, None)
 
     @router.get(
         "/models/{model_name}/versions/{model_version}", response_model=ModelMetadata, response_model_exclude_none=True,
@@ -131,8 +159,7 @@ def build_router(pipeline: RequestPipeline, settings: Settings) -> APIRouter:
     )
     async def read_model_version_metadata(model_name: str, model_version: str) -> Any:
         """Metadata of one version of the model."""
-        find_model(model_name, model_version)
-        return metadata()
+        return metadata(model_name, model_version)
 
     @router.get("/models/{model_name}/ready", response_model=ModelReady, responses=MODEL_ERRORS)
     async def read_model_ready(model_name: str) -> Any:
@@ -154,4 +181,40 @@ def build_router(pipeline: RequestPipeline, settings: Settings) -> APIRouter:
     async def create_versioned_inference(model_name: str, model_version: str) -> None:
         """Inference against one version of the model."""
 
+    @router.post(
+        "/repository/index", response_model=list[RepositoryIndexEntry], response_model_exclude_none=True,
+        responses={400: ERROR_RESPONSES[400]},
+    )
+    async def read_repository_index(request: RepositoryIndexRequest | None = None) -> Any:
+        """Every model version in the repository (and loaded): READY, or UNAVAILABLE with the reason."""
+        entries = registry.index()
+        return [entry for entry in entries if entry["state"] == "READY"] if request and request.ready else entries
+
+    @router.post("/repository/models/{model_name}/load", response_model=RepositoryChange, responses=REPOSITORY_ERRORS)
+    async def load_model(model_name: str, request: RepositoryModelRequest | None = None) -> Any:
+        """Load the model's latest version on disk, or the version named in parameters, and make it answer the name:
+        verified, warmed up, then swapped in atomically on every worker; a version that fails is refused (400) and
+        the one serving before keeps serving."""
+        return await asyncio.to_thread(sync.load, model_name, version_parameter(request))
+
+    @router.post("/repository/models/{model_name}/unload", response_model=RepositoryChange, responses=REPOSITORY_ERRORS)
+    async def unload_model(model_name: str, request: RepositoryModelRequest | None = None) -> Any:
+        """Unload every version of the model, or the version named in parameters (the name falls back to its latest
+        loaded version). The default model's last version is refused (409)."""
+        return await asyncio.to_thread(sync.unload, model_name, version_parameter(request))
+
     return router
+
+
+REPOSITORY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": V2Error, "description": "A bad body; the version failed to load (the reason); or this server serves one artifact."},
+    404: {"model": V2Error, "description": "No such model or version in the repository."},
+    409: {"model": V2Error, "description": "Unloading the default model's last version."},
+}
+
+
+def version_parameter(request: RepositoryModelRequest | None) -> str | None:
+    version = ((request and request.parameters) or {}).get("version")
+    if version is not None and not isinstance(version, str):
+        raise BadRequestError(f'parameters.version must be a string such as "1.1.0", not {type(version).__name__}.')
+    return version
