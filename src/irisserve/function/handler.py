@@ -73,6 +73,7 @@ def _load(settings: Settings) -> ModelRegistry:
         _RESCAN_AFTER_FORK.clear()
         _REGISTRY.reconcile()
     if _REGISTRY is None:
+        _RESCAN_AFTER_FORK.clear()  # what is loaded now is what is on disk now
         try:
             registry = registry_from_settings(settings, live_build(settings))
             problems = registry.reconcile()

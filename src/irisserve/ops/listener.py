@@ -50,3 +50,15 @@ def take_accept_queue(listener: Any) -> Iterator[tuple[socket.socket, Any]]:
                 return
             except ConnectionAbortedError:
                 continue
+
+
+def held_by_parent(listener: Any) -> bool:
+    """Whether this process's parent holds the same listening socket (Linux /proc): gunicorn's master during a reload
+    (SIGHUP), whose new workers go on accepting from it. Then a leaving worker must neither filter the socket (the
+    filter is the socket's, not the process's: the new workers would accept nothing) nor take its queue."""
+    target = f"socket:[{os.fstat(listener.fileno()).st_ino}]"
+    folder = f"/proc/{os.getppid()}/fd"
+    try:
+        return any(os.readlink(f"{folder}/{fd}") == target for fd in os.listdir(folder))
+    except OSError:
+        return False

@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -200,13 +201,20 @@ class RepositorySync:
             time.sleep(POLL_SECONDS / 2)
 
 
-def rescan_on_sighup(state_dir: Path) -> Callable[[], None]:
-    """SIGHUP adds a generation to the state file (every worker rescans); returns the undo."""
+def rescan_on_sighup(sync: RepositorySync) -> Callable[[], None]:
+    """SIGHUP rescans the repository: through the state file (every worker follows it), or, without one, here on a
+    worker thread. Returns the undo."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only (test clients)
+        return lambda: None
     previous = signal.getsignal(signal.SIGHUP)
+    loop = asyncio.get_running_loop()
 
     def handler(sig: int, frame: Any) -> None:
-        generation = request_rescan(state_dir)
-        logger.info("SIGHUP: rescanning the model repository (generation %d)", generation)
+        if sync.state_dir is not None:
+            logger.info("SIGHUP: rescanning the model repository (generation %d)", request_rescan(sync.state_dir))
+        else:
+            logger.info("SIGHUP: rescanning the model repository")
+            loop.call_soon_threadsafe(lambda: loop.run_in_executor(None, sync.registry.reconcile))
 
     signal.signal(signal.SIGHUP, handler)
 

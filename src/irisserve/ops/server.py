@@ -31,7 +31,7 @@ from irisserve.core.errors import encode_json
 from irisserve.core.settings import get_settings
 from irisserve.ops.asgi import DiscardBudget
 from irisserve.ops.lifecycle import begin_draining
-from irisserve.ops.listener import take_accept_queue
+from irisserve.ops.listener import held_by_parent, take_accept_queue
 from irisserve.ops.repository_sync import STATE_DIR_ENV, request_rescan
 
 logger = logging.getLogger("irisserve")
@@ -153,19 +153,26 @@ class DrainingServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
         if self._drain_ends is not None:
-            # Closing a listener resets every connection still in its accept queue, whose clients have
-            # already connected and sent a request: take them first, then close, with no await between.
-            queued = self._take_accept_queue()
-            self._close_listeners(sockets)
             loop = asyncio.get_running_loop()
-            for connection in queued:
-                await loop.connect_accepted_socket(self._protocol_factory, sock=connection)
+            if self._listeners_stay_open():
+                self._close_listeners(sockets)  # this process stops accepting; the new workers take the queue
+            else:
+                # Closing a listener resets every connection still in its accept queue, whose clients have
+                # already connected and sent a request: take them first, then close, with no await between.
+                queued = self._take_accept_queue()
+                self._close_listeners(sockets)
+                for connection in queued:
+                    await loop.connect_accepted_socket(self._protocol_factory, sock=connection)
             # uvicorn's shutdown closes every connection with no request in progress: one whose client is sending its
             # request right now would be reset. Wait (bounded) until each open connection has its request or is gone.
             deadline = loop.time() + ACCEPTED_GRACE_S
             while loop.time() < deadline and any(_awaiting_request(protocol) for protocol in self.server_state.connections):
                 await asyncio.sleep(0.02)
         await super().shutdown(sockets)
+
+    def _listeners_stay_open(self) -> bool:
+        """A gunicorn reload: the master keeps the listener for the new workers, so nothing queued on it is lost."""
+        return any(held_by_parent(listener) for server in self.servers for listener in server.sockets)
 
     def _protocol_factory(self) -> asyncio.Protocol:
         """What uvicorn's startup gives its listeners, for connections accepted here."""

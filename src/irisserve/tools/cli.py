@@ -30,7 +30,7 @@ def _train(args: argparse.Namespace) -> int:
     from irisserve.tools.training import train
 
     out = args.out or Path("models") / "iris" / args.version
-    manifest = train(out, version=args.version, force=args.force)
+    manifest = train(out, version=args.version, force=args.force, random_state=args.random_state)
     metrics = manifest["metrics"]
     check = manifest["onnx"]["export_check"]
     print(
@@ -122,6 +122,7 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=settings.finish_seconds,
     )
     with multiprocess_metrics_dir(settings.workers), repository_state_dir():
+        get_settings.cache_clear()  # a worker in this process (one worker) reads the state folder's setting
         serve(config)
     return 0
 
@@ -181,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, help="Artifact folder (default models/iris/<version>).")
     train.add_argument("--version", default="1.0.0", help="Model version recorded in the manifest.")
     train.add_argument("--force", action="store_true", help=FORCE_HELP)
+    train.add_argument(
+        "--random-state", type=int, default=42, help="The forest's seed (another seed: another model of the same data, a new version)."
+    )
     train.set_defaults(handler=_train)
 
     package = commands.add_parser(

@@ -39,8 +39,8 @@ EXAMPLES = [
 ]
 
 
-def new_model() -> RandomForestClassifier:
-    return RandomForestClassifier(n_estimators=N_ESTIMATORS, random_state=RANDOM_STATE)
+def new_model(random_state: int = RANDOM_STATE) -> RandomForestClassifier:
+    return RandomForestClassifier(n_estimators=N_ESTIMATORS, random_state=random_state)
 
 
 def evaluate(features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -62,14 +62,15 @@ def evaluate(features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def train(
-    out_dir: Path, *, version: str = DEFAULT_VERSION, check_size: int = EXPORT_CHECK_POINTS, force: bool = False
+    out_dir: Path, *, version: str = DEFAULT_VERSION, check_size: int = EXPORT_CHECK_POINTS, force: bool = False,
+    random_state: int = RANDOM_STATE,
 ) -> dict[str, Any]:
-    """Train on all of Iris, package it to ``out_dir`` (checked, atomic; an earlier artifact there is replaced only
-    with ``force``), and return the manifest."""
+    """Train on all of Iris (the forest seeded with ``random_state``), package it to ``out_dir`` (checked, atomic; an
+    earlier artifact there is replaced only with ``force``), and return the manifest."""
     check_destination(Path(out_dir), name=MODEL_NAME, version=version, force=force)  # before the training
     iris = load_iris()
     metrics = evaluate(iris.data, iris.target)
-    model = new_model().fit(iris.data, iris.target)
+    model = new_model(random_state).fit(iris.data, iris.target)
     # Fitted on the integer ids, as always: string labels would change the ONNX graph's bytes.
     return package(
         model,

@@ -283,14 +283,12 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
             logger.warning("The repository API (/v2/repository/...: load, unload) is open to every client: set IRISSERVE_API_KEY")
         mark("ready")
         restore_signals = drain_on_signals()
-        following = []
-        if settings.state_dir is not None:
-            restore_hup = rescan_on_sighup(settings.state_dir)
-            following.append(asyncio.create_task(sync.follow()))
+        restore_hup = rescan_on_sighup(sync)
+        following = asyncio.create_task(sync.follow()) if settings.state_dir is not None else None
         yield
-        for task in following:
-            task.cancel()
-            restore_hup()
+        if following is not None:
+            following.cancel()
+        restore_hup()
         for versions in registry.snapshot.loaded.values():
             for record in versions.values():
                 record.predictor.ready = False

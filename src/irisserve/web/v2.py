@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from typing import Any
+from typing import Any, TypeVar
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from irisserve import __version__
-from irisserve.core.errors import BadRequestError
+from irisserve.core.errors import BadRequestError, RequestValidationFailed
+from irisserve.core.pipeline import decode_json
 from irisserve.core.registry import ModelRegistry, ServedModel
 from irisserve.core.settings import Settings
 from irisserve.core.spec import ModelSpec
 from irisserve.ops.lifecycle import is_draining
 from irisserve.ops.repository_sync import RepositorySync
-from irisserve.v2.codec import example_request, model_metadata
+from irisserve.v2.codec import describe_errors, example_request, model_metadata
 from irisserve.v2.models import (
     InferenceRequest,
     InferenceResponse,
@@ -183,25 +184,34 @@ def build_router(registry: ModelRegistry, spec: ModelSpec, sync: RepositorySync,
 
     @router.post(
         "/repository/index", response_model=list[RepositoryIndexEntry], response_model_exclude_none=True,
-        responses={400: ERROR_RESPONSES[400]},
+        responses={400: ERROR_RESPONSES[400]}, openapi_extra=optional_body(RepositoryIndexRequest),
     )
-    async def read_repository_index(request: RepositoryIndexRequest | None = None) -> Any:
+    async def read_repository_index(request: Request) -> Any:
         """Every model version in the repository (and loaded): READY, or UNAVAILABLE with the reason."""
+        ready_only = repository_request(RepositoryIndexRequest, await request.body()).ready
         entries = registry.index()
-        return [entry for entry in entries if entry["state"] == "READY"] if request and request.ready else entries
+        return [entry for entry in entries if entry["state"] == "READY"] if ready_only else entries
 
-    @router.post("/repository/models/{model_name}/load", response_model=RepositoryChange, responses=REPOSITORY_ERRORS)
-    async def load_model(model_name: str, request: RepositoryModelRequest | None = None) -> Any:
+    @router.post(
+        "/repository/models/{model_name}/load", response_model=RepositoryChange, responses=REPOSITORY_ERRORS,
+        openapi_extra=optional_body(RepositoryModelRequest),
+    )
+    async def load_model(model_name: str, request: Request) -> Any:
         """Load the model's latest version on disk, or the version named in parameters, and make it answer the name:
         verified, warmed up, then swapped in atomically on every worker; a version that fails is refused (400) and
         the one serving before keeps serving."""
-        return await asyncio.to_thread(sync.load, model_name, version_parameter(request))
+        version = version_parameter(repository_request(RepositoryModelRequest, await request.body()))
+        return await asyncio.to_thread(sync.load, model_name, version)
 
-    @router.post("/repository/models/{model_name}/unload", response_model=RepositoryChange, responses=REPOSITORY_ERRORS)
-    async def unload_model(model_name: str, request: RepositoryModelRequest | None = None) -> Any:
+    @router.post(
+        "/repository/models/{model_name}/unload", response_model=RepositoryChange, responses=REPOSITORY_ERRORS,
+        openapi_extra=optional_body(RepositoryModelRequest),
+    )
+    async def unload_model(model_name: str, request: Request) -> Any:
         """Unload every version of the model, or the version named in parameters (the name falls back to its latest
         loaded version). The default model's last version is refused (409)."""
-        return await asyncio.to_thread(sync.unload, model_name, version_parameter(request))
+        version = version_parameter(repository_request(RepositoryModelRequest, await request.body()))
+        return await asyncio.to_thread(sync.unload, model_name, version)
 
     return router
 
@@ -213,8 +223,28 @@ REPOSITORY_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def version_parameter(request: RepositoryModelRequest | None) -> str | None:
-    version = ((request and request.parameters) or {}).get("version")
+Repository = TypeVar("Repository", bound=BaseModel)
+
+
+def optional_body(model: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"required": False, "content": {"application/json": {"schema": inline_schema(model)}}}}
+
+
+def repository_request(model: type[Repository], body: bytes) -> Repository:
+    """A repository call's body (optional: empty is ``{}``), read whatever its Content-Type says (curl -d sends a
+    form's), refused as this protocol refuses: 400 saying what is wrong."""
+    try:
+        payload = decode_json(body) if body.strip() else {}
+    except RequestValidationFailed:
+        raise BadRequestError("The body is not JSON; send a JSON object (or no body).") from None
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise BadRequestError(describe_errors([dict(error) for error in exc.errors(include_url=False)])) from None
+
+
+def version_parameter(request: RepositoryModelRequest) -> str | None:
+    version = (request.parameters or {}).get("version")
     if version is not None and not isinstance(version, str):
         raise BadRequestError(f'parameters.version must be a string such as "1.1.0", not {type(version).__name__}.')
     return version
