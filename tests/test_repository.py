@@ -132,6 +132,22 @@ def test_repository_api_needs_the_key(served: httpx.Client) -> None:
     ]
 
 
+def test_metrics_logs_and_live_figures_per_model(own_repository: Path, tmp_path: Path) -> None:
+    with repository_server(own_repository, tmp_path) as (server, client):
+        for _ in range(3):
+            assert client.post("/models/wine/predict", json=wine_row(own_repository)).status_code == 200
+        assert client.post("/predict", json=SEED_EXAMPLE).status_code == 200
+        metrics = client.get("/metrics").text
+        assert 'irisserve_inference_duration_seconds_count{model="wine",version="1.0.0"} 3.0' in metrics
+        assert 'irisserve_inference_duration_seconds_count{model="iris",version="1.1.0"} 1.0' in metrics
+        wine_stats = client.get("/models/wine/stats").json()
+        assert wine_stats["predictions"]["rows"] == 3 and client.get("/model/stats").json()["predictions"]["rows"] == 1
+        assert client.get("/models/iris/versions/1.0.0/stats").json()["predictions"]["rows"] == 0
+        wait_for(lambda: '"model":"wine","model_version":"1.0.0"' in server.log())
+        assert client.post("/v2/repository/models/wine/unload").status_code == 200
+        assert 'model="wine"' not in client.get("/metrics").text  # an unloaded version's series go away
+
+
 def test_load_unload_and_pin(own_repository: Path, tmp_path: Path) -> None:
     with repository_server(own_repository, tmp_path) as (_, client):
         pinned = client.post("/v2/repository/models/iris/load", json={"parameters": {"version": "1.0.0"}})

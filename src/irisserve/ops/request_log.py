@@ -77,12 +77,16 @@ class RequestLog:
             trace = f',"{TRACE_FIELD}":"{self.trace_prefix}{headers.trace.trace_id}","{SAMPLED_FIELD}":{"true" if headers.trace.sampled else "false"}'
             if headers.trace.span_id:
                 trace += f',"{SPAN_FIELD}":"{headers.trace.span_id}"'
+        labels = f'"request_id":{_quote(headers.request_id)}'
+        served = scope.get("state", {}).get("served")  # the model version a prediction went to (core/registry.py)
+        if served is not None:
+            labels += f',"model":{_quote(served.name)},"model_version":{_quote(served.version)}'
         return (
             f'{{"severity":"{severity}","message":{_quote(message)},'
             f'"timestamp":{{"seconds":{int(now)},"nanos":{int(now % 1 * 1e9)}}},"logger":"{ACCESS_LOGGER}",'
             f'"httpRequest":{{"requestMethod":{_quote(scope["method"])},"requestUrl":{_quote(url)},"status":{status},'
             f'"latency":"{seconds:.6f}s","responseSize":"{sent}","protocol":"HTTP/{scope.get("http_version", "1.1")}"{optional}}},'
-            f'"{LABELS_FIELD}":{{"request_id":{_quote(headers.request_id)}}}{trace}}}'
+            f'"{LABELS_FIELD}":{{{labels}}}{trace}}}'
         )
 
 

@@ -43,14 +43,14 @@ def new_model(random_state: int = RANDOM_STATE) -> RandomForestClassifier:
     return RandomForestClassifier(n_estimators=N_ESTIMATORS, random_state=random_state)
 
 
-def evaluate(features: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def evaluate(features: np.ndarray, labels: np.ndarray, random_state: int = RANDOM_STATE) -> dict[str, float]:
     """Held-out accuracy on a stratified split (also as "accuracy", which every classifier has) and k-fold CV accuracy."""
     train_x, test_x, train_y, test_y = train_test_split(
         features, labels, test_size=TEST_SIZE, stratify=labels, random_state=RANDOM_STATE
     )
-    holdout = float(new_model().fit(train_x, train_y).score(test_x, test_y))
+    holdout = float(new_model(random_state).fit(train_x, train_y).score(test_x, test_y))
     folds = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=RANDOM_STATE)
-    cv_scores = cross_val_score(new_model(), features, labels, cv=folds)
+    cv_scores = cross_val_score(new_model(random_state), features, labels, cv=folds)
     return {
         "accuracy": holdout,
         "holdout_accuracy": holdout,
@@ -69,7 +69,7 @@ def train(
     earlier artifact there is replaced only with ``force``), and return the manifest."""
     check_destination(Path(out_dir), name=MODEL_NAME, version=version, force=force)  # before the training
     iris = load_iris()
-    metrics = evaluate(iris.data, iris.target)
+    metrics = evaluate(iris.data, iris.target, random_state)
     model = new_model(random_state).fit(iris.data, iris.target)
     # Fitted on the integer ids, as always: string labels would change the ONNX graph's bytes.
     return package(
