@@ -145,7 +145,7 @@ class ModelRegistry:
         artifact: Path | None = None,
         default: str | None = None,
         backend: Backend = "onnx",
-        build: Build,
+        build: Build | None = None,
         dropped: Dropped = lambda record: None,
         predictor: Predictor | None = None,
     ) -> None:
@@ -160,7 +160,9 @@ class ModelRegistry:
         self.state = RepositoryState()
         self.failures: dict[tuple[str, str], str] = {}  # (name, version) -> why it did not load
         self._lock = threading.RLock()
-        self._given = predictor  # the artifact's predictor, built (or loaded) by the caller
+        # Predictors whose manifest was read (to build routes, to check a repository) and not yet loaded: the load
+        # takes them, so a manifest is read and its spec built once.
+        self._read: dict[Path, Predictor] = {} if predictor is None else {Path(predictor.model_dir): predictor}
         self.default_name = self._choose_default(default)
 
     # --- what is on disk ----------------------------------------------------------------------------
@@ -189,8 +191,9 @@ class ModelRegistry:
 
     def predictor_for(self, folder: Path) -> Predictor:
         """A predictor for an artifact folder (its manifest read, not yet loaded), checked against the folder's place."""
-        if self._given is not None and folder == self.artifact:
-            return self._given
+        predictor = self._read.get(folder)
+        if predictor is not None:
+            return predictor
         predictor = Predictor(folder, backend=self.backend)
         spec = predictor.spec
         if self.root is not None and (spec.name, spec.version) != (folder.parent.name, folder.name):
@@ -198,7 +201,13 @@ class ModelRegistry:
                 f"{folder} holds {spec.name!r} version {spec.version!r} (its manifest); a repository keeps each artifact "
                 f"at <name>/<version>/: move it to {spec.name}/{spec.version}/."
             )
+        self._read[folder] = predictor
         return predictor
+
+    def latest_spec(self, name: str) -> ModelSpec:
+        """The spec of ``name``'s latest version on disk (what the app documents for the default model)."""
+        folders = self.discover()[name]
+        return self.predictor_for(folders[latest(folders)]).spec
 
     def _choose_default(self, default: str | None) -> str:
         names = sorted(self.discover())
@@ -266,7 +275,10 @@ class ModelRegistry:
 
     def load_record(self, folder: Path) -> ServedModel:
         """Verify, open and warm up one artifact off to the side (nothing served changes); ArtifactError says why not."""
+        if self.build is None:
+            raise RuntimeError("this registry only reads manifests (no build given)")
         predictor = self.predictor_for(folder)
+        self._read.pop(folder, None)  # a reload after a change on disk reads the manifest again
         if not predictor.ready:
             predictor.load()
         pipeline, extras = self.build(predictor)
@@ -385,7 +397,7 @@ class ModelRegistry:
 
 
 
-def registry_from_settings(settings: Settings, build: Build, *, dropped: Dropped = lambda record: None, predictor: Predictor | None = None) -> ModelRegistry:
+def registry_from_settings(settings: Settings, build: Build | None = None, *, dropped: Dropped = lambda record: None, predictor: Predictor | None = None) -> ModelRegistry:
     """The served models the settings name: IRISSERVE_MODEL_REPOSITORY's every artifact, else IRISSERVE_MODEL_DIR's one."""
     if settings.model_repository is not None:
         return ModelRegistry(

@@ -131,7 +131,7 @@ def check_default_model(settings: Any) -> None:
     """Load the model /predict will answer with, as a worker would, then let it go: its newest version that loads."""
     from irisserve.core.registry import latest, registry_from_settings, version_key
 
-    registry = registry_from_settings(settings, build=lambda predictor: (None, {}))  # type: ignore[arg-type,return-value]
+    registry = registry_from_settings(settings)
     folders = registry.discover()[registry.default_name]
     refusals = []
     for version in sorted(folders, key=version_key, reverse=True):

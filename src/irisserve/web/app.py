@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from irisserve import __version__
 from irisserve.core.errors import ArtifactError, IrisServeError
 from irisserve.core.predictor import Predictor
-from irisserve.core.registry import ModelRegistry, ServedModel, latest, registry_from_settings
+from irisserve.core.registry import ModelRegistry, ServedModel, registry_from_settings
 from irisserve.core.schemas import (
     DriftReport,
     ErrorResponse,
@@ -260,7 +260,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         predictor=predictor,
     )
     sync = RepositorySync(registry, settings.state_dir, workers=settings.workers, wait_seconds=settings.switch_wait_seconds)
-    spec = registry.predictor_for(registry.discover()[registry.default_name][latest(registry.discover()[registry.default_name])]).spec
+    spec = registry.latest_spec(registry.default_name)
     if predictor is not None and predictor.ready:
         sync.start()
 
