@@ -288,3 +288,26 @@ def test_twenty_switches_under_load_on_the_function(own_repository: Path, tmp_pa
             wait_for(lambda v=version: httpx.post(server.base_url, json=SEED_EXAMPLE, timeout=30).json()["model_version"] == v)
     assert load.errors == [] and set(load.statuses) == {200}, (load.errors[:3], load.statuses, server.log()[-3000:])
     assert set(load.versions) == set(VERSIONS)
+
+
+def test_one_artifact_lists_itself_and_refuses_load(live_server: RunningServer) -> None:
+    with httpx.Client(base_url=live_server.base_url, timeout=30) as client:
+        assert client.get("/models").json()["models"] == [
+            {"name": "iris", "serving_version": "1.0.0", "versions": ["1.0.0"], "default": True}
+        ]
+        assert client.post("/v2/repository/index").json() == [{"name": "iris", "version": "1.0.0", "state": "READY", "serving": True}]
+        refused = client.post("/v2/repository/models/iris/load")
+        assert refused.status_code == 400 and "--models" in refused.json()["error"]
+        assert client.post("/models/iris/predict", json=SEED_EXAMPLE).content == client.post("/predict", json=SEED_EXAMPLE).content
+
+
+def test_serve_refuses_an_ambiguous_or_empty_repository(repository: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    ambiguous = subprocess.run([str(VENV_BIN / "irisserve"), "serve", "--models", str(repository), "--port", str(free_port())],
+                               capture_output=True, text=True, timeout=120)
+    assert ambiguous.returncode == 2 and "'iris', 'wine'" in ambiguous.stderr and "--default-model" in ambiguous.stderr
+    (tmp_path / "empty").mkdir()
+    empty = subprocess.run([str(VENV_BIN / "irisserve"), "serve", "--models", str(tmp_path / "empty"), "--port", str(free_port())],
+                           capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 2 and "holds no artifact" in empty.stderr

@@ -320,6 +320,9 @@ class ModelRegistry:
                             )
                     loaded.setdefault(name, {})[version] = record
             self._swap(loaded, state)
+            if self.default_name not in self.snapshot.serving:
+                problems.append(f"the default model {self.default_name!r} has no loaded version")
+                logger.error("The default model %s has no loaded version: /predict answers 503 until one loads", self.default_name)
             return problems
 
     def _swap(self, loaded: dict[str, dict[str, ServedModel]], state: RepositoryState) -> None:
