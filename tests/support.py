@@ -178,3 +178,19 @@ def package_with_cli(zoo: Any, *, name: str, out: Path, version: str = "1.0.0", 
     )
     assert result.returncode == 0, result.stderr
     return json.loads((out / "manifest.json").read_text())
+
+
+def build_repository(root: Path, model_dir: Path) -> Path:
+    """A model repository at ``root``: iris/1.0.0 (``model_dir``'s artifact), iris/1.1.0 (another random_state, so
+    /models/iris serves 1.1.0) and wine/1.0.0 (models_zoo's RandomForest), as `irisserve serve --models` reads it."""
+    import shutil
+
+    import models_zoo
+    from irisserve.tools.packaging import package_files
+    from irisserve.tools.training import train
+
+    shutil.copytree(model_dir, root / "iris" / "1.0.0")
+    train(root / "iris" / "1.1.0", version="1.1.0", check_size=2_000, random_state=7)
+    zoo = models_zoo.wine(root.parent / f"{root.name}-zoo")
+    package_files(zoo.model_path, zoo.csv_path, target_column="target", name="wine", version="1.0.0", out_dir=root / "wine" / "1.0.0")
+    return root

@@ -24,7 +24,7 @@ from irisserve.ops.drift import DriftMonitor
 from irisserve.ops.live import LiveStats, percentile
 from irisserve.ui import render_page
 from irisserve.web.app import create_app
-from support import SEED_EXAMPLE, with_value
+from support import SEED_EXAMPLE, build_repository, with_value
 from test_function import function_app, function_env
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
@@ -70,6 +70,59 @@ def test_get_root_serves_the_self_contained_page(client: TestClient) -> None:
     assert config_of(response.text) == {"door": "web", "auth": False, "refresh_seconds": 3.0}
     for relative in ('"model/info"', '"model/inputs"', '"model/stats"', '"predict"', '"predict/batch"'):
         assert relative in response.text
+
+
+def test_the_picker_is_hidden_until_the_page_finds_several_models(client: TestClient) -> None:
+    """The page asks ``models`` (relative, like its other calls) and shows its select only when there is a choice."""
+    html = client.get("/").text
+    assert re.search(r'<p id="picker" hidden>\s*<label for="model-picker">Model</label>\s*<select id="model-picker"></select>', html)
+    assert 'call("GET", "models")' in html
+    listing = client.get("/models").json()  # one model at one version: nothing to pick, the page as before
+    assert [(m["name"], m["versions"], m["default"]) for m in listing["models"]] == [("iris", ["1.0.0"], True)]
+
+
+def page_routes(html: str, name: str) -> dict[str, str]:
+    """The page's table of routes (``SEED_ROUTES`` or ``MODEL_ROUTES``): what it calls for info, inputs, stats, predict, batch."""
+    match = re.search(rf"const {name} = (\{{.*?\}});", html)
+    assert match, name
+    return json.loads(re.sub(r"(\w+):", r'"\1":', match.group(1)))
+
+
+@pytest.fixture(scope="module")
+def repository(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_repository(tmp_path_factory.mktemp("ui-repository") / "models", model_dir)
+
+
+def test_every_entry_the_picker_can_offer_answers_the_pages_calls(repository: Path) -> None:
+    """Each base the picker points the page at (a name's serving version, a pinned version) answers every call the page
+    makes under it, for that model and version; the seed routes, the default entry's, answer as models/iris."""
+    settings = Settings(model_repository=repository, default_model="iris", log_level="warning")
+    with TestClient(create_app(settings)) as client:
+        html = client.get("/").text
+        seed, routes = page_routes(html, "SEED_ROUTES"), page_routes(html, "MODEL_ROUTES")
+        assert set(seed) == set(routes) == {"info", "inputs", "stats", "predict", "batch"}
+        listing = client.get("/models").json()
+        assert listing["default_model"] == "iris"
+        bases = {"": ("iris", "1.1.0")}
+        for model in listing["models"]:
+            bases[f"models/{model['name']}"] = (model["name"], model["serving_version"])
+            for version in model["versions"]:
+                bases[f"models/{model['name']}/versions/{version}"] = (model["name"], version)
+        assert len(bases) == 6  # the page pins only versions not serving; every one answers all the same
+        for base, (name, version) in bases.items():
+            def at(kind: str, base: str = base) -> str:
+                return "/" + (f"{base}/{routes[kind]}" if base else seed[kind])
+
+            info = client.get(at("info")).json()
+            assert (info["model_name"], info["model_version"]) == (name, version), base
+            inputs = client.get(at("inputs")).json()
+            row = inputs["examples"][0]
+            assert client.post(at("predict"), json=row).json()["model_version"] == version, base
+            batch = client.post(at("batch"), json={"instances": [row, row]}).json()
+            assert batch["model_version"] == version and len(batch["predictions"]) == 2, base
+            stats = client.get(at("stats")).json()
+            assert (stats["model_name"], stats["model_version"]) == (name, version), base
+        assert client.get("/model/info").json() == client.get("/models/iris/info").json()
 
 
 def test_the_page_can_be_turned_off(model_dir: Path) -> None:

@@ -27,7 +27,7 @@ from playwright.sync_api import Page
 from sklearn.datasets import load_iris
 
 import models_zoo
-from support import REPO_ROOT, SEED_EXAMPLE, VIRGINICA, RunningServer, free_port, run_server, uvicorn_command
+from support import REPO_ROOT, SEED_EXAMPLE, VIRGINICA, RunningServer, build_repository, free_port, run_server, uvicorn_command
 from ui_prefix_app import PREFIX
 
 pytestmark = pytest.mark.browser
@@ -219,6 +219,7 @@ def test_the_card_shows_the_manifests_values(page: Page, iris: Site) -> None:
         assert value in facts
     assert "setosa, versicolor, virginica" in facts
     expect(page.locator("#title")).to_have_text(f"{manifest['name']} {manifest['version']}")
+    expect(page.locator("#picker")).to_be_hidden()  # one model at one version: nothing to pick
     parameters = page.inner_text("#card-parameters")
     assert re.search(r"n_estimators\s+100", parameters)
     metrics = page.inner_text("#card-metrics")
@@ -339,6 +340,7 @@ def test_the_function_serves_the_same_page_at_its_one_url(page: Page, function: 
     check_batch(page, [SEED_EXAMPLE, VERSICOLOR, VIRGINICA], ["setosa", "versicolor", "virginica"])
     check_live_count_rises(page, function, function=True)
     expect(page.locator("#links a")).to_have_count(0)  # no Swagger or /metrics on the function
+    expect(page.locator("#picker")).to_be_hidden()  # and no /models: one model at its one URL
 
 
 def test_the_page_works_behind_a_path_prefix(page: Page, prefixed: Site) -> None:
@@ -381,7 +383,8 @@ def test_swagger_ui_renders_from_the_service_alone(page: Page, site_name: str, r
     site: Site = request.getfixturevalue(site_name)
     outside = outside_requests(page, site.api.split("/iris")[0])
     page.goto(site.url + "docs")
-    expect(page.locator(".opblock-summary-path", has_text="/predict/batch")).to_be_visible()
+    # exactly the seed route: /models/{model_name}/predict/batch and its version's end with it too
+    expect(page.locator(".opblock-summary-path", has_text=re.compile(r"^/predict/batch$"))).to_be_visible()
     expect(page.locator(".information-container .title")).to_contain_text("irisserve")
     assert outside == []
 
@@ -487,3 +490,144 @@ def test_pasted_csv_with_strings_empty_cells_and_quoted_commas_gives_the_models_
     page.fill("#batch-input", ",DE,30,55.5")
     page.click("#batch-button")
     expect(page.locator("#batch-message")).to_have_text("Row 1, plan: Field required")
+
+
+# -- a model repository: the model/version picker ------------------------------------------------------------
+
+
+class Repository(NamedTuple):
+    url: str
+    root: Path
+
+    def manifest(self, name: str, version: str) -> dict[str, Any]:
+        return json.loads((self.root / name / version / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def repository(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Repository]:
+    """`irisserve serve --models`: iris 1.0.0 and 1.1.0 (serving), wine 1.0.0; iris the default."""
+    folder = tmp_path_factory.mktemp("repository")
+    root = build_repository(folder / "models", model_dir)
+    port = free_port()
+    command = [IRISSERVE, "serve", "--models", str(root), "--default-model", "iris", "--port", str(port)]
+    with run_server(command, port=port, log_path=folder / "serve.log", env={"IRISSERVE_LOG_LEVEL": "warning"}) as server:
+        yield Repository(server.base_url + "/", root)
+
+
+PICKER_LABELS = ["iris 1.1.0 (serving, default)", "iris 1.0.0", "wine 1.0.0"]
+
+
+def pick(page: Page, label: str, title: str) -> None:
+    page.select_option("#model-picker", label=label)
+    expect(page.locator("#title")).to_have_text(title)
+    expect(page.locator("#f-0")).not_to_have_value("")
+
+
+def predicted_by(page: Page, click: str, path: str) -> dict[str, Any]:
+    """The JSON answer to the request ``click`` makes the page send to ``path`` (relative to the page)."""
+    with page.expect_response(lambda response: response.request.method == "POST" and response.url.endswith("/" + path)) as answer:
+        page.click(click)
+    assert answer.value.status == 200
+    body: dict[str, Any] = answer.value.json()
+    return body
+
+
+def check_live_is(page: Page, repository: Repository, stats_path: str, features: int) -> None:
+    """The live panel shows the figures ``stats_path`` answers: its rows predicted, one drift row per feature."""
+    with page.expect_response(lambda response: response.url.endswith("/" + stats_path)):
+        page.click("#live-refresh")
+    rows = httpx.get(repository.url + stats_path, timeout=10).json()["predictions"]["rows"]
+    expect(page.locator("#live-rows")).to_have_text(str(rows))
+    expect(page.locator("#live-drift tr")).to_have_count(features + 1)
+
+
+def test_the_picker_repoints_the_card_form_batch_and_live_panel(page: Page, repository: Repository) -> None:
+    send_predictions(Site(repository.url, repository.url.rstrip("/"), {}, repository.root), [SEED_EXAMPLE] * 20)
+    page.goto(repository.url)
+    expect(page.locator("#picker")).to_be_visible()
+    expect(page.locator("#model-picker option")).to_have_text(PICKER_LABELS)
+    expect(page.locator("#title")).to_have_text("iris 1.1.0")
+    check_try_it(page)  # the default entry: the seed routes, the page as it always was
+
+    wine = repository.manifest("wine", "1.0.0")
+    names = [feature["name"] for feature in wine["features"]]
+    pick(page, "wine 1.0.0", "wine 1.0.0")
+    assert page.evaluate("() => location.hash") == "#model=wine"
+    expect(page.locator("#fields input")).to_have_count(len(names))
+    assert [page.locator(f"#f-{i}").get_attribute("data-feature") for i in range(len(names))] == names
+    expect(page.locator("#card-features")).to_contain_text("alcohol")
+    answer = predicted_by(page, "#predict-button", "models/wine/predict")
+    expected = httpx.post(repository.url + "models/wine/predict", json=wine["examples"][0], timeout=10).json()
+    assert answer == expected and set(answer["probabilities"]) == {"0", "1", "2"}  # wine's answer, wine's classes
+    expect(page.locator("#prediction .prediction")).to_have_text(expected["prediction"])
+    page.fill("#batch-input", "\n".join(csv_line(row) for row in wine["examples"]))
+    batch = predicted_by(page, "#batch-button", "models/wine/predict/batch")
+    expect(page.locator("#batch-table tr")).to_have_count(len(wine["examples"]) + 1)
+    assert [answer["prediction"] for answer in batch["predictions"]] == [
+        httpx.post(repository.url + "models/wine/predict", json=row, timeout=10).json()["prediction"] for row in wine["examples"]
+    ]
+    check_live_is(page, repository, "models/wine/stats", len(names))
+    expect(page.locator("#live-routes")).to_contain_text("/models/")
+    assert page.inner_text("#live-rows") != str(httpx.get(repository.url + "model/stats", timeout=10).json()["predictions"]["rows"])
+
+    pick(page, "iris 1.0.0", "iris 1.0.0")
+    assert page.evaluate("() => location.hash") == "#model=iris@1.0.0"
+    assert predicted_by(page, "#predict-button", "models/iris/versions/1.0.0/predict")["model_version"] == "1.0.0"
+    expect(page.locator("#prediction")).to_contain_text("setosa")
+    check_batch(page, [SEED_EXAMPLE, VERSICOLOR, VIRGINICA], ["setosa", "versicolor", "virginica"])
+    check_live_is(page, repository, "models/iris/versions/1.0.0/stats", 4)
+
+    page.reload()  # the pick is in the URL: it survives a reload
+    expect(page.locator("#title")).to_have_text("iris 1.0.0")
+    expect(page.locator("#model-picker")).to_have_value("iris@1.0.0")
+    assert predicted_by(page, "#predict-button", "models/iris/versions/1.0.0/predict")["model_version"] == "1.0.0"
+
+    pick(page, "iris 1.1.0 (serving, default)", "iris 1.1.0")  # back to the default: the seed routes, no fragment
+    assert page.evaluate("() => location.href") == repository.url
+    assert predicted_by(page, "#predict-button", "predict")["model_version"] == "1.1.0"
+
+
+def test_a_link_with_a_pick_opens_on_it_and_an_unknown_one_on_the_default(page: Page, repository: Repository) -> None:
+    page.goto(repository.url + "#model=wine")
+    expect(page.locator("#title")).to_have_text("wine 1.0.0")
+    expect(page.locator("#model-picker")).to_have_value("wine")
+    page.goto(repository.url + "#model=iris@9.9.9")
+    expect(page.locator("#title")).to_have_text("iris 1.1.0")
+    expect(page.locator("#model-picker")).to_have_value("iris")
+    assert page.evaluate("() => location.hash") == ""
+    page.evaluate("() => { location.hash = 'model=iris@1.0.0'; }")  # typed into the address bar
+    expect(page.locator("#title")).to_have_text("iris 1.0.0")
+
+
+def test_model_names_from_the_server_are_shown_as_text(page: Page, iris: Site) -> None:
+    """A listing with markup in its names (here faked): each is an option's text, never HTML, and its URL is encoded."""
+    hostile = '<img src=x onerror="document.title=1">'
+    listing = {"default_model": "iris", "models": [
+        {"name": "iris", "serving_version": "1.0.0", "versions": ["1.0.0"], "default": True},
+        {"name": hostile, "serving_version": "1&amp;2", "versions": ['0"><b>x</b>', "1&amp;2"], "default": False},
+    ]}
+    page.route("**/models", lambda route: route.fulfill(status=200, content_type="application/json", body=json.dumps(listing)))
+    open_page(page, iris)
+    expect(page.locator("#model-picker option")).to_have_text(
+        ["iris 1.0.0 (default)", f"{hostile} 1&amp;2 (serving)", f'{hostile} 0"><b>x</b>'])
+    expect(page.locator("#picker img, #picker b")).to_have_count(0)
+    name = "models/%3Cimg%20src%3Dx%20onerror%3D%22document.title%3D1%22%3E"
+    with page.expect_response(lambda response: response.url.endswith("/info")) as answer:
+        page.select_option("#model-picker", index=1)
+    assert answer.value.url == f"{iris.url}{name}/info"
+    expect(page.locator("#card-message")).to_contain_text("Unknown model '<img src=x")  # the server's 404, as text
+    with page.expect_response(lambda response: response.url.endswith("/info")) as answer:
+        page.select_option("#model-picker", index=2)
+    assert answer.value.url == f"{iris.url}{name}/versions/0%22%3E%3Cb%3Ex%3C%2Fb%3E/info"
+    expect(page.locator("#card-message")).to_have_text("Not Found")
+    expect(page.locator("#picker img, #picker b, #card img, #card b")).to_have_count(0)
+    assert page.title() != "1"
+
+
+def test_without_a_models_list_the_page_is_as_before(page: Page, iris: Site) -> None:
+    """A server or proxy that answers 404 for models (an older irisserve): no picker, no message, the page works."""
+    page.route("**/models", lambda route: route.fulfill(status=404, content_type="application/json", body='{"detail": "Not Found"}'))
+    open_page(page, iris)
+    expect(page.locator("#picker")).to_be_hidden()
+    expect(page.locator("#card-message")).to_have_text("")
+    check_try_it(page)
