@@ -19,10 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import models_zoo
-from irisserve.tools.packaging import package_files
-from irisserve.tools.training import train
-from support import SEED_EXAMPLE, VENV_BIN, RunningServer, free_port, function_command, run_server
+from support import SEED_EXAMPLE, VENV_BIN, RunningServer, build_repository, free_port, function_command, run_server
 
 API_KEY = "repository-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -33,12 +30,7 @@ SWITCHES = 20
 @pytest.fixture(scope="module")
 def repository(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """iris/1.0.0 (the session's artifact), iris/1.1.0 (another random_state), wine/1.0.0."""
-    root = tmp_path_factory.mktemp("repository")
-    shutil.copytree(model_dir, root / "iris" / "1.0.0")
-    train(root / "iris" / "1.1.0", version="1.1.0", check_size=2_000, random_state=7)
-    zoo = models_zoo.wine(tmp_path_factory.mktemp("zoo"))
-    package_files(zoo.model_path, zoo.csv_path, target_column="target", name="wine", version="1.0.0", out_dir=root / "wine" / "1.0.0")
-    return root
+    return build_repository(tmp_path_factory.mktemp("repository"), model_dir)
 
 
 @pytest.fixture
