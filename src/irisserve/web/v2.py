@@ -20,6 +20,7 @@ from irisserve.core.pipeline import decode_json
 from irisserve.core.registry import ModelRegistry, ServedModel
 from irisserve.core.settings import Settings
 from irisserve.core.spec import ModelSpec
+from irisserve.ops.asgi import ClientGone, read_body
 from irisserve.ops.lifecycle import is_draining
 from irisserve.ops.repository_sync import RepositorySync
 from irisserve.v2.codec import describe_errors, example_request, model_metadata
@@ -188,7 +189,7 @@ def build_router(registry: ModelRegistry, spec: ModelSpec, sync: RepositorySync,
     )
     async def read_repository_index(request: Request) -> Any:
         """Every model version in the repository (and loaded): READY, or UNAVAILABLE with the reason."""
-        ready_only = repository_request(RepositoryIndexRequest, await request.body()).ready
+        ready_only = repository_request(RepositoryIndexRequest, await repository_body(request)).ready
         entries = registry.index()
         return [entry for entry in entries if entry["state"] == "READY"] if ready_only else entries
 
@@ -200,7 +201,7 @@ def build_router(registry: ModelRegistry, spec: ModelSpec, sync: RepositorySync,
         """Load the model's latest version on disk, or the version named in parameters, and make it answer the name:
         verified, warmed up, then swapped in atomically on every worker; a version that fails is refused (400) and
         the one serving before keeps serving."""
-        version = version_parameter(repository_request(RepositoryModelRequest, await request.body()))
+        version = version_parameter(repository_request(RepositoryModelRequest, await repository_body(request)))
         return await asyncio.to_thread(sync.load, model_name, version)
 
     @router.post(
@@ -210,7 +211,7 @@ def build_router(registry: ModelRegistry, spec: ModelSpec, sync: RepositorySync,
     async def unload_model(model_name: str, request: Request) -> Any:
         """Unload every version of the model, or the version named in parameters (the name falls back to its latest
         loaded version). The default model's last version is refused (409)."""
-        version = version_parameter(repository_request(RepositoryModelRequest, await request.body()))
+        version = version_parameter(repository_request(RepositoryModelRequest, await repository_body(request)))
         return await asyncio.to_thread(sync.unload, model_name, version)
 
     return router
@@ -224,6 +225,14 @@ REPOSITORY_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 Repository = TypeVar("Repository", bound=BaseModel)
+
+
+async def repository_body(request: Request) -> bytes:
+    """The body, within IRISSERVE_READ_TIMEOUT_SECONDS (408 past it), as the hot routes read theirs."""
+    try:
+        return await read_body(request.receive, timeout=request.app.state.settings.read_timeout_seconds)
+    except ClientGone:
+        raise BadRequestError("The client went away before its body arrived.") from None
 
 
 def optional_body(model: type[BaseModel]) -> dict[str, Any]:
