@@ -127,4 +127,37 @@ def hgb_classifier(folder: Path) -> ZooModel:
     return save(folder, "hgb", model, table, data.target)
 
 
-TYPED_BUILDERS = {"churn": churn, "lgbm": lgbm_classifier, "xgb": xgb_regressor, "hgb": hgb_classifier}
+def households_table(rows: int = 400, seed: int = 1) -> tuple[pd.DataFrame, pd.Series]:
+    """Integer-coded categories beside integers and numbers: region coded 1..5, num_children 0..4, age and rooms
+    whole numbers, income with gaps."""
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame({
+        "region": rng.integers(1, 6, rows),
+        "num_children": rng.integers(0, 5, rows),
+        "age": rng.integers(18, 80, rows),
+        "rooms": rng.integers(1, 8, rows),
+        "income": rng.uniform(10, 150, rows).round(1),
+    })
+    table.loc[rng.random(rows) < 0.1, "income"] = np.nan
+    score = np.isin(table["region"], [2, 4]) * 1.2 - table["num_children"] * 0.4 + table["income"].fillna(80) / 60 - table["age"] / 60
+    bought = pd.Series(np.where(score + rng.normal(0, 0.5, rows) > 0.4, "yes", "no"), name=TARGET)
+    return table, bought
+
+
+def households(folder: Path) -> ZooModel:
+    """Pipeline(ColumnTransformer([OneHotEncoder(handle_unknown="ignore") on region, imputer + OneHotEncoder() on
+    num_children (a nested Pipeline), a scaler on age, an imputer + scaler on income; rooms passed through]),
+    LogisticRegression): region and num_children are categories of integers, age and rooms stay integers."""
+    table, bought = households_table()
+    children = Pipeline([("impute", SimpleImputer(strategy="most_frequent")), ("onehot", OneHotEncoder())])
+    income = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+    columns = ColumnTransformer(
+        [("region", OneHotEncoder(handle_unknown="ignore"), ["region"]), ("children", children, ["num_children"]),
+         ("age", StandardScaler(), ["age"]), ("income", income, ["income"])],
+        remainder="passthrough",
+    )
+    model = Pipeline([("columns", columns), ("logistic", LogisticRegression(max_iter=1000))]).fit(table, bought)
+    return save(folder, "households", model, table, bought)
+
+
+TYPED_BUILDERS = {"churn": churn, "lgbm": lgbm_classifier, "xgb": xgb_regressor, "hgb": hgb_classifier, "households": households}

@@ -24,9 +24,12 @@ import onnxruntime
 import pandas as pd
 import pytest
 from sklearn.cluster import KMeans
+from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.datasets import load_diabetes, load_iris
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
 from sklearn.kernel_ridge import KernelRidge
-from sklearn.linear_model import LinearRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import (
     accuracy_score,
     f1_score,
@@ -35,7 +38,7 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from irisserve.core.artifact import (
     FORMAT_VERSION,
@@ -44,8 +47,9 @@ from irisserve.core.artifact import (
     PICKLE_NAME,
     sha256_file,
 )
-from irisserve.core.predictor import decide
+from irisserve.core.predictor import Predictor, decide
 from irisserve.tools import atomic_write, onnx_export
+from irisserve.tools.estimators import encoded_columns
 from irisserve.tools.errors import PackagingError
 from irisserve.tools.features import bins
 from irisserve.tools.packaging import default_name, package
@@ -491,3 +495,86 @@ def test_eval_data_metrics_are_computed_on_the_held_out_rows_and_say_so(
     assert read_manifest(out).data.metrics_source == source
     info = model_info_body(Predictor(out))
     assert info["metrics"] == pytest.approx(want) and info["metrics_source"] == source
+
+
+# --- Integer columns the model one-hot (or ordinal) encodes are categories of integers -----------------------------
+
+
+def integer_table(rows: int = 300, seed: int = 3) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame({
+        "region": rng.integers(1, 6, rows), "kids": rng.integers(0, 5, rows), "floor": rng.integers(0, 4, rows),
+        "level": rng.integers(1, 4, rows), "age": rng.integers(18, 80, rows), "rooms": rng.integers(1, 8, rows),
+        "income": rng.uniform(10, 150, rows).round(1),
+    })
+    score = np.isin(table["region"], [2, 4]) - table["kids"] * 0.3 + table["income"] / 100 + table["floor"] * 0.2
+    return table, np.where(score + rng.normal(0, 0.4, rows) > 0.6, "yes", "no")
+
+
+def test_encoded_integers_become_categories_and_the_rest_stay_integers(tmp_path: Path) -> None:
+    """OneHotEncoder (directly, or after an imputer in a nested Pipeline) and OrdinalEncoder make categories of the
+    encoder's integers; a column also read as a number, or passed through, stays an integer. Both backends answer as
+    the forest does, unseen values included."""
+    table, target = integer_table()
+    kids = Pipeline([("impute", SimpleImputer(strategy="most_frequent")), ("onehot", OneHotEncoder(drop="first"))])
+    columns = ColumnTransformer(
+        [("region", OneHotEncoder(handle_unknown="ignore"), ["region"]), ("kids", kids, ["kids"]),
+         ("floor", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), ["floor"]),
+         ("level", OneHotEncoder(handle_unknown="ignore"), ["level"]), ("level_as_number", "passthrough", ["level"])],
+        remainder="passthrough",  # age, rooms, income: a forest needs no scaling (test_typed_models' households scales)
+    )
+    model = Pipeline([("columns", columns), ("forest", RandomForestClassifier(n_estimators=20, random_state=0))]).fit(table, target)
+    manifest = package(model, table, name="households", out_dir=tmp_path / "artifact", check_size=SMALL_CHECK)
+    kinds = {f["name"]: (f["type"], f.get("categories"), f.get("unknown")) for f in manifest["features"]}
+    assert kinds == {
+        "region": ("category", [1, 2, 3, 4, 5], "ignore"), "kids": ("category", [0, 1, 2, 3, 4], "error"),
+        "floor": ("category", [0, 1, 2, 3], "ignore"), "level": ("integer", None, None), "age": ("integer", None, None),
+        "rooms": ("integer", None, None), "income": ("number", None, None),
+    }
+    assert manifest["onnx"]["export_check"]["label_mismatches"] == 0
+    session = onnxruntime.InferenceSession(str(tmp_path / "artifact" / ONNX_NAME), providers=["CPUExecutionProvider"])
+    assert [i.type for i in session.get_inputs()] == ["tensor(int64)"] * 3 + ["tensor(float)"] * 4
+    rows = table.head(20).assign(region=[9] * 5 + list(table["region"][5:20]), floor=[7] * 3 + list(table["floor"][3:20]))
+    for backend in ("onnx", "sklearn"):
+        predictor = Predictor(tmp_path / "artifact", backend=backend)  # type: ignore[arg-type]
+        predictor.load()
+        matrix, categories = predictor.spec.encode(rows.astype(object).values.tolist())
+        answers = predictor.predict(matrix, categories)
+        assert np.abs(np.asarray(answers.probabilities) - model.predict_proba(rows)).max() <= 1e-5  # type: ignore[union-attr]
+
+
+def test_integers_read_as_numbers_stay_integers(tmp_path: Path) -> None:
+    """A forest fed the integers directly, and a scaler before a logistic regression: integers, one float32 input."""
+    table, target = integer_table()
+    for name, model in [("forest", RandomForestClassifier(n_estimators=10, random_state=0)),
+                        ("logistic", Pipeline([("scale", StandardScaler()), ("logistic", LogisticRegression())]))]:
+        manifest = package(model.fit(table, target), table, name=name, out_dir=tmp_path / name, check_size=SMALL_CHECK)
+        assert [f["type"] for f in manifest["features"]] == ["integer"] * 6 + ["number"]
+        assert "inputs" not in manifest["onnx"]
+
+
+def test_encoded_columns_follow_every_column_selection() -> None:
+    """Which raw columns a fitted Pipeline reads only through encoders, however its ColumnTransformer selects them."""
+    table = pd.DataFrame({"a": [1, 2, 3, 1, 2, 3], "b": [0, 1, 0, 1, 0, 1], "c": [5, 6, 7, 5, 6, 7], "x": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]})
+    target = [0, 1, 0, 1, 0, 1]
+    a, b, c = [1, 2, 3], [0, 1], [5, 6, 7]
+    cases: list[tuple[Any, bool, dict[str, list[int]]]] = [
+        (ColumnTransformer([("e", OneHotEncoder(), ["a", "b"]), ("n", StandardScaler(), ["x"])]), True, {"a": a, "b": b}),
+        (ColumnTransformer([("e", OneHotEncoder(), [0, 2])], remainder="passthrough"), False, {"a": a, "c": c}),  # positions, no names
+        (ColumnTransformer([("e", OneHotEncoder(), [True, False, True, False])]), False, {"a": a, "c": c}),
+        (ColumnTransformer([("e", OneHotEncoder(), slice("a", "b"))]), True, {"a": a, "b": b}),
+        (ColumnTransformer([("e", OneHotEncoder(), make_column_selector(dtype_include=np.int64))]), True, {"a": a, "b": b, "c": c}),
+        (ColumnTransformer([("n", StandardScaler(), ["x"])], remainder=OneHotEncoder()), True, {"a": a, "b": b, "c": c}),
+        (ColumnTransformer([("e", OneHotEncoder(), ["a"]), ("o", OrdinalEncoder(), ["a"])]), True, {"a": a}),  # two encoders agreeing
+        (ColumnTransformer([("e", OneHotEncoder(), ["a"]), ("n", StandardScaler(), ["a", "x"])]), True, {}),  # also a number
+        (ColumnTransformer([("e", OneHotEncoder(), ["a"]), ("d", "drop", ["b"])], remainder="passthrough"), True, {"a": a}),
+        # after an imputer: followed where what it fills in is whole (b's mean, 0.5, is not: skl2onnx's int64 imputer refuses it)
+        (ColumnTransformer([("e", Pipeline([("impute", SimpleImputer()), ("onehot", OneHotEncoder())]), ["a", "b"])]), True, {"a": a}),
+        (OneHotEncoder(), True, {"a": a, "b": b, "c": c, "x": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}),  # at the head of the Pipeline
+        (StandardScaler(), True, {}),
+    ]
+    for head, named, want in cases:
+        model = Pipeline([("head", head), ("logistic", LogisticRegression())]).fit(table if named else table.to_numpy(), target)
+        found = encoded_columns(model, list(table.columns))
+        assert {name: [v.item() if hasattr(v, "item") else v for v in values] for name, values in found.items()} == want, head
+    assert encoded_columns(LogisticRegression().fit(table, target), list(table.columns)) == {}

@@ -1,6 +1,7 @@
 """Real tabular models (issue 15), packaged with `irisserve package` and served by real uvicorn and
 functions-framework processes: the churn pipeline (imputers + OneHotEncoder over a table with gaps),
-LGBMClassifier and XGBRegressor fitted on DataFrames with gaps, HistGradientBoostingClassifier with NaNs.
+LGBMClassifier and XGBRegressor fitted on DataFrames with gaps, HistGradientBoostingClassifier with NaNs, and the
+households pipeline, whose integer-coded region and num_children are one-hot encoded (categories of integers).
 
 Every CSV row (gaps sent as JSON null) through /predict, /predict/batch and the function equals the model's own
 predict / predict_proba (labels exactly, probabilities within 1e-5, regression within the manifest's tolerance);
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import httpx
@@ -28,6 +30,7 @@ class Served(NamedTuple):
     manifest: dict[str, Any]
     web: httpx.Client
     function: httpx.Client
+    artifact: Path
 
 
 @pytest.fixture(scope="module", params=list(models_zoo.TYPED_BUILDERS))
@@ -37,7 +40,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     zoo = models_zoo.TYPED_BUILDERS[request.param](folder / "source")
     manifest = package_with_cli(zoo, name=request.param, out=folder / "artifact")
     with both_doors(folder / "artifact", folder, timeout=60) as (web, function):
-        yield Served(zoo, manifest, web, function)
+        yield Served(zoo, manifest, web, function, folder / "artifact")
 
 
 def json_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -70,6 +73,13 @@ def test_the_manifest_types_the_features(served: Served) -> None:
         assert features["plan"]["type"] == "category" and features["plan"]["categories"] == ["basic", "pro"]
         assert features["country"]["unknown"] == "ignore" and features["tenure_months"]["type"] == "integer"
         assert served.manifest["onnx"]["inputs"] == list(table.columns)
+    if served.manifest["name"] == "households":  # one-hot encoded integers are categories; scaled or passed through, integers
+        assert (features["region"]["type"], features["region"]["categories"], features["region"]["unknown"]) == ("category", [1, 2, 3, 4, 5], "ignore")
+        assert (features["num_children"]["type"], features["num_children"]["categories"], features["num_children"]["unknown"]) == (
+            "category", [0, 1, 2, 3, 4], "error")
+        assert features["age"]["type"] == features["rooms"]["type"] == "integer" and features["income"]["type"] == "number"
+        [example, _] = served.manifest["examples"]  # the first two rows, the categories as JSON integers
+        assert example == json_rows(table.head(1))[0] and type(example["region"]) is int
 
 
 def test_every_row_one_at_a_time_on_both_doors(served: Served) -> None:
@@ -163,6 +173,15 @@ def test_many_distinct_unseen_categories_leave_metrics_bounded(served: Served) -
 KIND_DATATYPES = {"category": "BYTES", "number": "FP64", "integer": "FP64", "boolean": "BOOL"}
 
 
+def integer_category(feature: dict[str, Any]) -> bool:
+    return feature.get("type") == "category" and isinstance(feature["categories"][0], int)
+
+
+def datatype(feature: dict[str, Any]) -> str:
+    """The metadata's datatype for a manifest feature: INT64 for a category of integers, else its kind's."""
+    return "INT64" if integer_category(feature) else KIND_DATATYPES[feature.get("type", "number")]
+
+
 @pytest.fixture(scope="module")
 def triton_client(served: Served) -> Iterator[Any]:
     import tritonclient.http as triton
@@ -178,13 +197,14 @@ def v2_path(served: Served) -> str:
 
 def triton_inputs(served: Served, table: pd.DataFrame, *, binary: bool) -> list[Any]:
     """One tritonclient input per feature, as a pandas user builds them: a text column as BYTES (a gap as the empty
-    string: tritonclient cannot send null), a whole-number column as INT64, any other number as FP64 (a gap as NaN)."""
+    string: tritonclient cannot send null), a whole-number column (a category of integers too) as INT64, any other
+    number as FP64 (a gap as NaN)."""
     import tritonclient.http as triton
 
     inputs = []
     for feature in served.manifest["features"]:
         column = table[feature["name"]]
-        if feature.get("type") == "category":
+        if feature.get("type") == "category" and not integer_category(feature):
             values = np.array(["" if pd.isna(value) else str(value) for value in column], dtype=object)
             datatype = "BYTES"
         elif column.dtype.kind in "iu":
@@ -211,10 +231,10 @@ def assert_v2_answers(served: Served, result: Any, table: pd.DataFrame) -> None:
 
 def with_unseen_categories(served: Served, table: pd.DataFrame) -> pd.DataFrame:
     """The table plus, where the model has a category predicted when unseen, three rows with unseen values."""
-    unseen = [f["name"] for f in served.manifest["features"] if f.get("type") == "category" and f.get("unknown") == "ignore"]
-    if not unseen:
+    features = [f for f in served.manifest["features"] if f.get("type") == "category" and f.get("unknown") == "ignore"]
+    if not features:
         return table
-    extra = table.head(3).assign(**{name: ["JP", "BR", "XX"] for name in unseen})
+    extra = table.head(3).assign(**{f["name"]: [0, 9, 1000] if integer_category(f) else ["JP", "BR", "XX"] for f in features})
     return pd.concat([table, extra], ignore_index=True)
 
 
@@ -223,7 +243,7 @@ def test_v2_metadata_lists_one_input_per_feature(served: Served, triton_client: 
     features = served.manifest["features"]
     assert [tensor["name"] for tensor in metadata["inputs"]] == [feature["name"] for feature in features]
     for tensor, feature in zip(metadata["inputs"], features, strict=True):
-        assert tensor["datatype"] == KIND_DATATYPES[feature.get("type", "number")]
+        assert tensor["datatype"] == datatype(feature)
         assert tensor["shape"] == [-1]
         assert tensor["parameters"]["nullable"] == bool(feature.get("nullable"))
         if feature.get("type") == "category":
@@ -251,7 +271,7 @@ def test_v2_json_null_is_a_gap_and_answers_equal_predict(served: Served) -> None
     table.loc[table.index[::2], nullable] = np.nan  # every other row: every nullable feature missing
     rows = json_rows(table)
     inputs = [
-        {"name": feature["name"], "shape": [len(rows), 1], "datatype": KIND_DATATYPES[feature.get("type", "number")],
+        {"name": feature["name"], "shape": [len(rows), 1], "datatype": datatype(feature),
          "data": [[row[feature["name"]]] for row in rows]}
         for feature in served.manifest["features"]
     ]
@@ -365,3 +385,141 @@ def test_v2_openapi_example_is_one_input_per_feature_and_is_answered(served: Ser
     assert "One tensor per feature" in schema["properties"]["inputs"]["description"]
     answer = served.web.post(v2_path(served), json=example)
     assert answer.status_code == 200, answer.text
+
+
+# --- Categories of integers (the households pipeline): integer columns the model one-hot encodes -------------------
+
+only_households = pytest.mark.parametrize("served", ["households"], indirect=True)
+
+
+def households_rows(served: Served, **changes: list[Any]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    table = served.zoo.features.head(3).assign(**changes)
+    return table, json_rows(table)
+
+
+@only_households
+def test_integer_categories_are_int64_onnx_inputs_and_the_export_agrees(served: Served) -> None:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(served.artifact / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert {i.name: i.type for i in session.get_inputs()} == {
+        "region": "tensor(int64)", "num_children": "tensor(int64)", "age": "tensor(float)", "rooms": "tensor(float)", "income": "tensor(float)",
+    }
+    check = served.manifest["onnx"]["export_check"]
+    assert check["label_mismatches"] == 0 and check["rows_checked"] >= 100_000
+
+
+@only_households
+def test_an_unseen_integer_is_predicted_and_flagged_where_the_encoder_ignores_it(served: Served) -> None:
+    table, rows = households_rows(served, region=[9, 3, 0])
+    for client, path in ((served.web, "/predict/batch"), (served.function, "/")):
+        answer = client.post(path, json={"instances": rows})
+        assert answer.status_code == 200, answer.text
+        predictions = answer.json()["predictions"]
+        for got, want in zip(predictions, expected(served, table), strict=True):
+            assert_answer(served, got, want)
+        assert [p["out_of_range_features"] for p in predictions] == [["region"], [], ["region"]]
+
+
+@only_households
+def test_a_whole_float_is_the_integer(served: Served) -> None:
+    table, rows = households_rows(served)
+    floats = [{**row, "region": float(row["region"]), "num_children": float(row["num_children"])} for row in rows]
+    answer = served.web.post("/predict/batch", json={"instances": floats})
+    assert answer.status_code == 200, answer.text
+    assert answer.content == served.web.post("/predict/batch", json={"instances": rows}).content
+
+
+@only_households
+@pytest.mark.parametrize(
+    ("change", "error_type", "message"),
+    [
+        ({"num_children": 7}, "enum", "Input should be one of the training data's categories: 0, 1, 2, 3, 4"),
+        ({"num_children": 2.5}, "int_from_float",
+         "Input should be a valid integer, got a number with a fractional part; send one of the training data's categories: 0, 1, 2, 3, 4"),
+        ({"num_children": True}, "int_type",
+         "Input should be a JSON integer (not a string or true/false): send one of the training data's categories: 0, 1, 2, 3, 4"),
+        ({"num_children": "2"}, "int_type",
+         "Input should be a JSON integer (not a string or true/false): send one of the training data's categories: 0, 1, 2, 3, 4"),
+        ({"region": "north"}, "int_type",
+         "Input should be a JSON integer (not a string or true/false): send an integer, such as one of the training data's "
+         "categories: 1, 2, 3, 4, 5"),
+        ({"region": 0.5}, "int_from_float",
+         "Input should be a valid integer, got a number with a fractional part; send an integer, such as one of the training "
+         "data's categories: 1, 2, 3, 4, 5"),
+        ({"region": None}, "int_type",
+         "Input should be a JSON integer (not a string or true/false): send an integer, such as one of the training data's "
+         "categories: 1, 2, 3, 4, 5"),
+        ({"region": 2**63}, "int_type",
+         "Input should be an integer within int64: send an integer, such as one of the training data's categories: 1, 2, 3, 4, 5"),
+    ],
+    ids=["unseen-where-refused", "fraction", "bool", "string-of-a-value", "string", "fraction-where-unseen-predicted", "null", "past-int64"],
+)
+def test_integer_categories_refuse_other_json_saying_what_to_send(
+    served: Served, change: dict[str, Any], error_type: str, message: str
+) -> None:
+    row = {**json_rows(served.zoo.features.head(1))[0], **change}
+    web = served.web.post("/predict", json=row)
+    function = served.function.post("/", json=row)
+    assert web.status_code == function.status_code == 422
+    assert web.content == function.content
+    [error] = web.json()["detail"]
+    assert (error["type"], error["loc"], error["msg"]) == (error_type, ["body", next(iter(change))], message)
+
+
+@only_households
+def test_openapi_and_inputs_give_integer_categories(served: Served) -> None:
+    schema = served.web.get("/openapi.json").json()["components"]["schemas"]["HouseholdsFeatures"]["properties"]
+    assert (schema["num_children"]["type"], schema["num_children"]["enum"]) == ("integer", [0, 1, 2, 3, 4])
+    assert (schema["region"]["type"], schema["region"]["examples"]) == ("integer", [1, 2, 3, 4, 5])
+    assert "enum" not in schema["region"]  # unseen regions are predicted: not an enum
+    assert schema["age"]["type"] == "number" and "enum" not in schema["age"]
+    inputs = {feature["name"]: feature for feature in served.web.get("/model/inputs").json()["features"]}
+    assert (inputs["region"]["kind"], inputs["region"]["categories"]) == ("category", [1, 2, 3, 4, 5])
+    assert inputs["age"]["kind"] == "integer" and inputs["age"]["categories"] is None
+
+
+@only_households
+def test_drift_over_integer_categories_counts_shares_and_unseen(served: Served) -> None:
+    def window() -> tuple[np.ndarray, dict[str, Any]]:
+        """The window's rows per region bin (1..5, then unseen): the other tests' rows are in it too."""
+        report = served.web.get("/model/drift").json()
+        drift = report["features"]["region"]
+        return np.rint(np.asarray(drift["window_shares"] or [0.0] * 6) * report["rows"]), drift
+
+    before, _ = window()
+    row = json_rows(served.zoo.features.head(1))[0]
+    instances = [{**row, "region": 2}] * 600 + [{**row, "region": 42}] * 400
+    assert served.web.post("/predict/batch", json={"instances": instances}).status_code == 200
+    after, drift = window()
+    assert (after - before).tolist() == [0, 600, 0, 0, 0, 400]  # region 2's bin, and the unseen one
+    training = served.manifest["features"][0]["bins"]["shares"]
+    assert drift["training_shares"] == [round(share, 4) for share in training] and training[-1] == 0.0
+    assert drift["psi"] > 0.2
+
+
+@only_households
+def test_v2_takes_integer_categories_as_int64_or_whole_fp64_and_refuses_bytes(served: Served) -> None:
+    table = served.zoo.features.head(4).assign(region=[1, 9, 5, 2])
+    rows = json_rows(table)
+
+    def inputs(datatypes: dict[str, str], values: dict[str, list[Any]] | None = None) -> list[dict[str, Any]]:
+        return [
+            {"name": f["name"], "shape": [len(rows)], "datatype": datatypes.get(f["name"], datatype(f)),
+             "data": (values or {}).get(f["name"], [row[f["name"]] for row in rows])}
+            for f in served.manifest["features"]
+        ]
+
+    batch = served.web.post("/predict/batch", json={"instances": rows}).json()["predictions"]
+    for body in (inputs({}), inputs({"region": "FP64"}, {"region": [1.0, 9.0, 5.0, 2.0]})):
+        answer = served.web.post(v2_path(served), json={"inputs": body})
+        assert answer.status_code == 200, answer.text
+        assert next(o["data"] for o in answer.json()["outputs"] if o["name"] == "label") == [p["prediction"] for p in batch]
+    refused = served.web.post(v2_path(served), json={"inputs": inputs({"region": "BYTES"}, {"region": ["1", "9", "5", "2"]})})
+    assert refused.status_code == 400
+    assert refused.json()["error"] == (
+        "Input 'region' has datatype 'BYTES'; feature 'region' is a category coded as integers: send one of ['INT64', 'FP64', 'FP32']."
+    )
+    fraction = served.web.post(v2_path(served), json={"inputs": inputs({"num_children": "FP64"}, {"num_children": [0.5, 1, 2, 3]})})
+    assert fraction.status_code == 400
+    assert fraction.json()["error"].startswith("Input 'num_children' row 0: Input should be a valid integer, got a number with a fractional part")

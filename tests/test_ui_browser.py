@@ -631,3 +631,47 @@ def test_without_a_models_list_the_page_is_as_before(page: Page, iris: Site) -> 
     expect(page.locator("#picker")).to_be_hidden()
     expect(page.locator("#card-message")).to_have_text("")
     check_try_it(page)
+
+
+# -- categories of integers: the households pipeline (region, num_children one-hot encoded integers) --------------
+
+
+@pytest.fixture(scope="module")
+def households(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Churn]:
+    folder = tmp_path_factory.mktemp("households")
+    zoo = models_zoo.households(folder / "source")
+    out = folder / "artifact"
+    result = subprocess.run(
+        [IRISSERVE, "package", "--model", str(zoo.model_path), "--data", str(zoo.csv_path), "--target", models_zoo.TARGET,
+         "--name", "households", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    for site in served(out, tmp_path_factory, "households-web"):
+        yield Churn(site, zoo.estimator)
+
+
+def test_a_category_of_integers_is_a_select_sent_as_json_integers(page: Page, households: Churn) -> None:
+    open_page(page, households.site)
+    region = page.locator("#f-0")
+    assert region.evaluate("node => node.tagName") == "SELECT"
+    assert region.locator("option").evaluate_all("options => options.map((o) => o.value)") == ["1", "2", "3", "4", "5"]
+    assert page.locator("#f-2").get_attribute("step") == "1"  # age: an integer
+    page.select_option("#f-0", "4")
+    page.select_option("#f-1", "2")
+    page.fill("#f-2", "40")
+    page.fill("#f-3", "3")
+    page.fill("#f-4", "")
+    predict_form(page)
+    frame = pd.DataFrame([{"region": 4, "num_children": 2, "age": 40, "rooms": 3, "income": np.nan}])
+    expect(page.locator("#prediction .prediction")).to_have_text(str(households.estimator.predict(frame)[0]))
+    expect(page.locator("#predict-message")).to_have_text("")
+    # pasted CSV: an unseen region is predicted and flagged, an unseen num_children named by the server
+    page.fill("#batch-input", "9,2,40,3,\n1,0,30,2,80.5")
+    page.click("#batch-button")
+    body_rows = page.locator("#batch-table tr")
+    expect(body_rows).to_have_count(3)
+    assert body_rows.nth(1).locator("td").nth(3).inner_text() == "region"
+    page.fill("#batch-input", "1,7,30,2,80.5")
+    page.click("#batch-button")
+    expect(page.locator("#batch-message")).to_contain_text("Row 1, num_children: Input should be one of the training data's categories: 0, 1, 2, 3, 4")

@@ -19,7 +19,7 @@ from irisserve.core.errors import BadRequestError, PayloadTooLargeError
 from irisserve.core.settings import Settings
 from irisserve.core.spec import Feature, ModelSpec
 from irisserve.ops.lifecycle import begin_draining, end_draining
-from irisserve.v2.codec import model_metadata, typed_rows
+from irisserve.v2.codec import example_request, model_metadata, typed_rows
 from irisserve.v2.models import InferenceRequest
 from irisserve.web.app import create_app
 from support import RunningServer
@@ -416,3 +416,59 @@ def test_typed_batch_over_the_limit_is_refused_before_reading() -> None:
     })
     with pytest.raises(PayloadTooLargeError):
         typed_rows(request, b"", TYPED, 10)
+
+
+# --- A category of integers (an integer column the model one-hot encodes): INT64, or FP64/FP32 of whole values --------
+
+INTEGER_TYPED = ModelSpec(
+    "households", "1.0.0", "classification",
+    (
+        Feature("region", 0, 4, kind="category", categories=(1, 2, 3, 4, 5), unknown="ignore"),
+        Feature("num_children", 0, 4, kind="category", categories=(0, 1, 2, 3, 4)),
+        Feature("age", 18, 79, kind="integer"),
+    ),
+    ("no", "yes"),
+    ({"region": 3, "num_children": 2, "age": 40},),
+)
+
+
+def test_integer_category_metadata_and_example_say_int64() -> None:
+    inputs = model_metadata(INTEGER_TYPED, "onnxruntime")["inputs"]
+    assert [(i["name"], i["datatype"]) for i in inputs] == [("region", "INT64"), ("num_children", "INT64"), ("age", "FP64")]
+    assert inputs[1]["parameters"] == {
+        "kind": "category", "nullable": False, "datatypes": ["INT64", "FP64", "FP32"], "categories": [0, 1, 2, 3, 4], "unseen": "refused",
+    }
+    example = example_request(INTEGER_TYPED)["inputs"]
+    assert [(i["datatype"], i["data"]) for i in example] == [("INT64", [3]), ("INT64", [2]), ("FP64", [40])]
+
+
+def test_integer_category_columns_from_int64_binary_and_whole_fp64() -> None:
+    request, binary = typed_request({
+        "region": ("INT64", (np.array([3, 9], dtype="<i8").tobytes(), 2)),
+        "num_children": ("FP64", [2.0, 0]),
+        "age": ("INT64", [40, 18]),
+    })
+    rows = typed_rows(request, binary, INTEGER_TYPED, 10)
+    assert rows == [[3, 2, 40.0], [9, 0, 18.0]]
+    assert {type(value) for row in rows for value in row[:2]} == {int}  # the model's int64 input gets integers
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"region": ("BYTES", ["3"])},
+         "Input 'region' has datatype 'BYTES'; feature 'region' is a category coded as integers: send one of ['INT64', 'FP64', 'FP32']."),
+        ({"num_children": ("INT64", [7])}, "Input 'num_children' row 0: Input should be one of the training data's categories: 0, 1, 2, 3, 4"),
+        ({"num_children": ("FP32", (np.array([2.5], dtype="<f4").tobytes(), 1))},
+         "Input 'num_children' row 0: Input should be a valid integer, got a number with a fractional part; send one of the training "
+         "data's categories: 0, 1, 2, 3, 4"),
+        ({"region": ("BOOL", [True])}, "Input 'region' has datatype 'BOOL'"),
+    ],
+    ids=["bytes", "unseen-where-refused", "fraction", "bool"],
+)
+def test_integer_category_codec_errors_say_what_to_send(change: dict[str, tuple[str, Any]], needle: str) -> None:
+    columns: dict[str, tuple[str, Any]] = {"region": ("INT64", [3]), "num_children": ("INT64", [2]), "age": ("FP64", [40.0]), **change}
+    request, binary = typed_request(columns)
+    with pytest.raises(BadRequestError) as caught:
+        typed_rows(request, binary, INTEGER_TYPED, 10)
+    assert needle in str(caught.value), str(caught.value)

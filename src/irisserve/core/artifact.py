@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 from irisserve.core.errors import ArtifactError
 
@@ -84,7 +84,10 @@ Unknown = Literal["error", "ignore"]
 # A category value is a JSON key's value, an OpenAPI enum member and page text: bounded, as names are.
 MAX_CATEGORY_CHARS = 256
 MAX_CATEGORIES = 1000
+# An integer category's values go to the model as int64 (its ONNX input's dtype).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 Scalar = bool | int | float | str | None  # one example value: JSON's scalars
+Categories = list[str] | list[StrictInt]  # text categories, or an integer-coded column's (its encoder's values)
 
 
 class FeatureEntry(_Entry):
@@ -96,7 +99,9 @@ class FeatureEntry(_Entry):
     min: Annotated[float, Finite] | None = None  # required but for a category
     max: Annotated[float, Finite] | None = None
     bins: FeatureBins | None = None
-    categories: list[str] | None = None  # a category's training values, in the order its drift shares follow
+    # a category's values, in the order its drift shares follow: the training data's strings, or for an integer column
+    # the model one-hot (or ordinal) encodes, its encoder's integers (JSON integers; older manifests hold strings only)
+    categories: Categories | None = None
     unknown: Unknown = "error"  # "ignore": the model predicts an unseen category (flagged out of range)
     missing_marker: str = ""  # what a missing category is fed to the model as (its string imputer's missing_values)
     missing_rate: Annotated[float, Finite] = 0.0
@@ -109,6 +114,12 @@ class FeatureEntry(_Entry):
             values = self.categories or []
             if not values or len(values) > MAX_CATEGORIES or len(set(values)) != len(values):
                 raise ValueError(f"category feature {self.name[:60]!r} needs 1 to {MAX_CATEGORIES} distinct categories")
+            if isinstance(values[0], int):
+                if any(not INT64_MIN <= value <= INT64_MAX for value in values):
+                    raise ValueError(f"integer category feature {self.name[:60]!r} has a value outside int64")
+                if self.nullable:
+                    raise ValueError(f"integer category feature {self.name[:60]!r} cannot be nullable (the model reads int64, which has no gap)")
+                return self
             if any(len(value) > MAX_CATEGORY_CHARS or control_characters(value) for value in values):
                 raise ValueError(f"feature {self.name[:60]!r} has a category longer than {MAX_CATEGORY_CHARS} characters or with a control character")
             return self

@@ -70,7 +70,9 @@ class ValuePredictions:
 Predictions = ClassPredictions | ValuePredictions
 
 
-Texts = Mapping[int, np.ndarray]  # a category feature's index -> its strings [N, 1] (``ModelSpec.encode``)
+# A category feature's index -> its column [N, 1] as the model reads it: strings, or int64 for an integer category
+# (``ModelSpec.encode``).
+Texts = Mapping[int, np.ndarray]
 NO_TEXTS: Texts = MappingProxyType({})
 
 
@@ -82,7 +84,8 @@ class ModelBackend(Protocol):
 
 def onnx_feed(inputs: Sequence[str] | None, input_name: str, matrix: np.ndarray, texts: Texts) -> dict[str, np.ndarray]:
     """ONNX Runtime's inputs: the float32 matrix as one input, or (``inputs``: one per feature, for mixed kinds) each
-    feature's column [N, 1], its strings for a category. Packaging's export check feeds the model through this too."""
+    feature's column [N, 1], a category's as ``texts`` holds it (strings, or int64 for an integer category: the dtypes
+    packaging declared for those inputs). Packaging's export check feeds the model through this too."""
     if inputs is None:
         return {input_name: matrix}
     return {name: texts[index] if index in texts else matrix[:, index : index + 1] for index, name in enumerate(inputs)}
@@ -166,9 +169,12 @@ class SklearnBackend:
             import pandas
 
             frame = pandas.DataFrame(matrix.astype(np.float64), columns=self._names)
-            for index, column in texts.items():  # a category's strings, its missing marker back to NaN
-                strings = column.reshape(-1)
-                frame[self._names[index]] = pandas.Series(strings, dtype=object).where(strings != self._markers[index], np.nan)
+            for index, column in texts.items():  # a category's strings, its missing marker back to NaN; an integer one's values
+                values = column.reshape(-1)
+                if values.dtype == object:
+                    frame[self._names[index]] = pandas.Series(values, dtype=object).where(values != self._markers[index], np.nan)
+                else:
+                    frame[self._names[index]] = values
             rows = frame
         return self._model.predict_proba(rows) if self._classifier else self._model.predict(rows)
 

@@ -57,12 +57,16 @@ class ModelInfo(BaseModel):
 class FeatureInput(BaseModel):
     name: str = Field(..., description="The JSON key.")
     description: str | None = None
-    kind: Kind = Field("number", description="number, integer, category (a string, one of categories) or boolean.")
+    kind: Kind = Field(
+        "number", description="number, integer, category (one of categories: a string, or an integer when they are integers) or boolean."
+    )
     nullable: bool = Field(False, description="null (or leaving the key out) means missing, which the model handles.")
     exclusive_minimum: float | None = Field(None, description="Values must be greater than this, when set.")
     min: float | None = Field(..., description="Smallest value in the training data (null for a category).")
     max: float | None = Field(..., description="Largest value in the training data (null for a category).")
-    categories: list[str] | None = Field(None, description="A category's training values.")
+    categories: list[str] | list[int] | None = Field(
+        None, description="A category's values: the training data's strings, or an integer-coded column's encoder's integers."
+    )
     unknown: Unknown = Field("error", description="An unseen category: refused (error) or predicted and flagged (ignore).")
 
 

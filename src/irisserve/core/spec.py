@@ -7,6 +7,7 @@ response models, the OpenAPI examples, the features' training ranges and drift b
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,10 +15,10 @@ from functools import cached_property
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, create_model
 from pydantic_core import PydanticCustomError
 
-from irisserve.core.artifact import MAX_CATEGORY_CHARS, Kind, Manifest, Scalar, Task, Unknown
+from irisserve.core.artifact import INT64_MAX, INT64_MIN, MAX_CATEGORY_CHARS, Kind, Manifest, Scalar, Task, Unknown
 
 # ONNX Runtime computes in float32; a larger value would silently become infinity.
 FLOAT32_MAX = 3.4028234663852886e38
@@ -31,19 +32,60 @@ def _whole(value: float) -> float:
     return value
 
 
-def _category_check(categories: tuple[str, ...]) -> AfterValidator:
-    """Membership in the training values; the refusal lists at most MAX_CATEGORIES_LISTED of them, then a count."""
-    allowed = frozenset(categories)
+def _listed(categories: Sequence[str | int]) -> str:
+    """At most MAX_CATEGORIES_LISTED values (strings quoted, integers bare), then how many more."""
     listed = ", ".join(repr(value) for value in categories[:MAX_CATEGORIES_LISTED])
     if len(categories) > MAX_CATEGORIES_LISTED:
         listed += f" (and {len(categories) - MAX_CATEGORIES_LISTED} more)"
+    return listed
+
+
+def _unseen(listed: str) -> PydanticCustomError:
+    return PydanticCustomError("enum", "Input should be one of the training data's categories: {expected}", {"expected": listed})
+
+
+def _category_check(categories: tuple[str | int, ...]) -> AfterValidator:
+    """Membership in the training values; the refusal lists at most MAX_CATEGORIES_LISTED of them, then a count."""
+    allowed = frozenset(categories)
+    listed = _listed(categories)
 
     def check(value: str) -> str:
         if value not in allowed:
-            raise PydanticCustomError("enum", "Input should be one of the training data's categories: {expected}", {"expected": listed})
+            raise _unseen(listed)
         return value
 
     return AfterValidator(check)
+
+
+def _integer_category_check(categories: tuple[str | int, ...], *, refuse_unseen: bool) -> BeforeValidator:
+    """An integer category's value: a JSON integer (or a float without a fractional part, as for an integer feature),
+    one of its values unless unseen ones are predicted (then any int64 but its smallest). A string (even "3"), a
+    boolean, a fraction or null is refused, and every refusal lists the values to send."""
+    allowed = frozenset(categories)
+    listed = _listed(categories)
+    expected = {"expected": listed}
+    send = "one of the training data's categories" if refuse_unseen else "an integer, such as one of the training data's categories"
+
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PydanticCustomError("int_type", f"Input should be a JSON integer (not a string or true/false): send {send}: {{expected}}", expected)
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise PydanticCustomError("finite_number", "Input should be a finite number")
+            if not value.is_integer():
+                raise PydanticCustomError(
+                    "int_from_float", f"Input should be a valid integer, got a number with a fractional part; send {send}: {{expected}}", expected
+                )
+        number = int(value)
+        if number in allowed:
+            return number
+        if refuse_unseen:
+            raise _unseen(listed)
+        if not INT64_MIN < number <= INT64_MAX:  # int64's smallest is what skl2onnx's int64 imputer reads as missing
+            raise PydanticCustomError("int_type", f"Input should be an integer within int64: send {send}: {{expected}}", expected)
+        return number
+
+    return BeforeValidator(check)
 
 
 @dataclass(frozen=True)
@@ -59,19 +101,27 @@ class Feature:
     bin_shares: tuple[float, ...] = ()
     kind: Kind = "number"
     nullable: bool = False
-    categories: tuple[str, ...] = ()
+    categories: tuple[str | int, ...] = ()  # strings, or an integer category's integers
     unknown: Unknown = "error"
     missing_marker: str = ""
 
     @cached_property
-    def codes(self) -> dict[str, int]:
+    def codes(self) -> dict[str | int, int]:
         """A category's value -> its index (an unseen one is len(categories); drift bins and range checks use codes)."""
         return {value: code for code, value in enumerate(self.categories)}
+
+    @property
+    def integer_categories(self) -> bool:
+        """A category of integers (an integer column the model one-hot or ordinal encodes): JSON integers, fed as int64."""
+        return self.kind == "category" and bool(self.categories) and isinstance(self.categories[0], int)
 
     def annotation(self) -> Any:
         """The field's type: None allowed when nullable; a category checked against its values unless unseen ones are predicted."""
         base: Any = {"number": float, "integer": Annotated[float, AfterValidator(_whole)], "boolean": bool}.get(self.kind)
-        if self.kind == "category":
+        if self.integer_categories:
+            check = _integer_category_check(self.categories, refuse_unseen=self.unknown == "error")
+            base = Annotated[int, check]
+        elif self.kind == "category":
             base = str if self.unknown == "ignore" else Annotated[str, _category_check(self.categories)]
         return base | None if self.nullable else base
 
@@ -83,8 +133,11 @@ class Feature:
         if self.kind == "category":
             extra: dict[str, JsonValue] = {"enum": list(self.categories)} if self.unknown == "error" else {"examples": list(self.categories[:MAX_CATEGORIES_LISTED])}
             description = self.description or (
-                "A category" + ("; an unseen one is predicted and flagged." if self.unknown == "ignore" else ".")
+                ("A category coded as an integer (a JSON integer, one of its values)" if self.integer_categories else "A category")
+                + ("; an unseen one is predicted and flagged." if self.unknown == "ignore" else ".")
             )
+            if self.integer_categories:
+                return Field(default, description=description, json_schema_extra=extra, **common)
             return Field(default, description=description, max_length=MAX_CATEGORY_CHARS, json_schema_extra=extra, **common)
         if self.kind == "boolean":
             return Field(default, description=self.description, **common)
@@ -169,15 +222,16 @@ class ModelSpec:
 
     def encode(self, rows: Sequence[Sequence[Scalar]]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """Validated rows as the float32 matrix [N, features] the model (numbers), drift and range checks read, and
-        each category's column of strings [N, 1]. In the matrix a missing value is NaN and a category is its code
-        (len(categories) when unseen); in a string column a missing category is its missing marker."""
+        each category's column [N, 1] as the model reads it: strings, or int64 for an integer category. In the matrix
+        a missing value is NaN and a category is its code (len(categories) when unseen); in a string column a missing
+        category is its missing marker."""
         if self.plain:
             return np.asarray(rows, dtype=np.float32).reshape(-1, len(self.features)), {}
         coders = self._coders
         matrix = np.array([[code(value) for code, value in zip(coders, row, strict=True)] for row in rows], dtype=np.float32)
-        texts = {
-            index: np.array([[marker if row[index] is None else row[index]] for row in rows], dtype=object)
-            for index, marker in self._text_columns
+        texts: dict[int, np.ndarray] = {
+            index: np.array([[marker if row[index] is None else row[index]] for row in rows], dtype=dtype)
+            for index, marker, dtype in self._category_columns
         }
         return matrix.reshape(len(rows), len(self.features)), texts
 
@@ -195,9 +249,14 @@ class ModelSpec:
         return [coder(feature) for feature in self.features]
 
     @cached_property
-    def _text_columns(self) -> list[tuple[int, str]]:
-        """Each category's column index and its missing marker: the strings the model's encoder reads."""
-        return [(index, feature.missing_marker) for index, feature in enumerate(self.features) if feature.kind == "category"]
+    def _category_columns(self) -> list[tuple[int, str, type]]:
+        """Each category's column index, its missing marker and the dtype the model's encoder reads (its ONNX input's:
+        strings, or int64 for an integer category, which is never missing)."""
+        return [
+            (index, feature.missing_marker, np.int64 if feature.integer_categories else object)
+            for index, feature in enumerate(self.features)
+            if feature.kind == "category"
+        ]
 
     @property
     def is_classifier(self) -> bool:
@@ -245,8 +304,8 @@ def _request_model(spec: ModelSpec) -> type[BaseModel]:
         "Unknown fields, strings, booleans, NaN and infinities are rejected."
         if spec.plain
         else f"One row of {spec.name}'s {len(spec.features)} features: numbers, categories (one of their values) and "
-        "booleans as JSON numbers, strings and true/false; null or an omitted key for a missing value where a feature "
-        "allows it. Unknown fields, NaN and infinities are rejected."
+        "booleans as JSON numbers, strings (JSON integers for a category coded as integers) and true/false; null or an "
+        "omitted key for a missing value where a feature allows it. Unknown fields, NaN and infinities are rejected."
     )
     return create_model(
         f"{class_name(spec.name)}Features",

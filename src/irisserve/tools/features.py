@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
 
-from irisserve.core.artifact import MAX_CATEGORIES, MAX_CATEGORY_CHARS, Kind, Scalar, control_characters
+from irisserve.core.artifact import INT64_MAX, INT64_MIN, MAX_CATEGORIES, MAX_CATEGORY_CHARS, Kind, Scalar, control_characters
 from irisserve.tools.converters import MISSING_MARKER
 from irisserve.tools.errors import PackagingError, listed
 
@@ -69,6 +69,25 @@ def column_kind(frame: pd.DataFrame, column: str) -> Kind:
     return "category"
 
 
+def integer_categories(encoded: Mapping[str, Sequence[Any]], frame: pd.DataFrame, kinds: Mapping[str, Kind]) -> dict[str, list[int]]:
+    """The integer columns that are categories: read by the model only through encoders (``encoded``, from
+    ``estimators.encoded_columns``: an encoder's fitted categories per column), with no gaps, their encoder's values
+    whole numbers within int64, at most MAX_CATEGORIES of them. Each with those values, in the encoder's order."""
+    found: dict[str, list[int]] = {}
+    for name, values in encoded.items():
+        if kinds.get(name) != "integer" or frame[name].isna().any() or not 0 < len(values) <= MAX_CATEGORIES:
+            continue
+        if all(_whole_int64(value) for value in values):
+            found[name] = [int(value) for value in values]
+    return found
+
+
+def _whole_int64(value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    return bool(np.isfinite(value)) and float(value).is_integer() and INT64_MIN <= int(value) <= INT64_MAX
+
+
 def check_feature_names(estimator: Any, label: str, names: list[str]) -> None:
     """The data's columns must be the model's features: the same names in the same order (or the same count)."""
     expected = getattr(estimator, "feature_names_in_", None)
@@ -104,28 +123,35 @@ def check_notes(notes: Mapping[str, FeatureNote] | None, names: list[str], frame
     return checked
 
 
-def json_value(kind: Kind, value: Any) -> Scalar:
-    """A data value as the JSON a client sends for it: null when missing."""
+def json_value(kind: Kind, value: Any, *, integer: bool = False) -> Scalar:
+    """A data value as the JSON a client sends for it (``integer``: a category of integers): null when missing."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
     if kind == "category":
-        return str(value)
+        return int(value) if integer else str(value)
     if kind == "boolean":
         return bool(value)
     return int(value) if kind == "integer" else float(value)
 
 
 def check_examples(
-    examples: Sequence[Mapping[str, Any]] | None, names: list[str], frame: pd.DataFrame, kinds: Mapping[str, Kind]
+    examples: Sequence[Mapping[str, Any]] | None,
+    names: list[str],
+    frame: pd.DataFrame,
+    kinds: Mapping[str, Kind],
+    integer_categories: Container[str] = (),
 ) -> list[dict[str, Scalar]]:
     """The example rows (the OpenAPI examples: the first for /predict, all of them for a batch): the ones
-    given (every feature, in order), else the first two data rows."""
+    given (every feature, in order), else the first two data rows; ``integer_categories``' values as integers."""
     if examples is None:
         examples = frame.head(2).to_dict(orient="records")
     for example in examples:
         if list(example) != names:
             raise PackagingError(f"An example must give every feature, in order ({listed(names)}); it gives {listed(list(example))}.")
-    return [{feature: json_value(kinds[feature], value) for feature, value in example.items()} for example in examples]
+    return [
+        {feature: json_value(kinds[feature], value, integer=feature in integer_categories) for feature, value in example.items()}
+        for example in examples
+    ]
 
 
 def bins(column: np.ndarray) -> dict[str, list[float]]:
@@ -135,23 +161,29 @@ def bins(column: np.ndarray) -> dict[str, list[float]]:
     return {"edges": edges.tolist(), "shares": (counts / len(column)).tolist()}
 
 
-def category_bins(series: pd.Series, categories: Sequence[str]) -> dict[str, list[float]]:
+def category_bins(series: pd.Series, categories: Sequence[str | int]) -> dict[str, list[float]]:
     """Bins over a category's codes (ModelSpec.encode): one per category, in order, then one for unseen values
-    (share 0 in training); the edges fall between the codes, so the numeric drift rule bins them."""
+    (share 0 in training, unless an encoder's categories leave out values the data has); the edges fall between the
+    codes, so the numeric drift rule bins them."""
     present = series.dropna()
     counts = present.value_counts()
-    shares = [float(counts.get(value, 0)) / max(len(present), 1) for value in categories]
-    return {"edges": [code + 0.5 for code in range(len(categories))], "shares": [*shares, 0.0]}
+    total = max(len(present), 1)
+    shares = [float(counts.get(value, 0)) / total for value in categories]
+    unseen = float(len(present) - int(present.isin(list(categories)).sum())) / total
+    return {"edges": [code + 0.5 for code in range(len(categories))], "shares": [*shares, unseen]}
 
 
-def profile(name: str, series: pd.Series, kind: Kind, note: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def profile(
+    name: str, series: pd.Series, kind: Kind, note: Mapping[str, Any] | None = None, categories: Sequence[int] | None = None
+) -> dict[str, Any]:
     """One manifest feature entry: name, type, nullable, the optional note (description, exclusive_minimum), then
-    the range and bins of its present values (a category: its values and their shares)."""
+    the range and bins of its present values (a category: its values, the data's sorted strings or ``categories``,
+    an integer column's encoder's values, and their shares)."""
     missing = float(series.isna().mean())
     entry: dict[str, Any] = {"name": name, "type": kind, **({"nullable": True, "missing_rate": missing} if missing else {}), **(note or {})}
     if kind == "category":
-        categories = sorted(series.dropna().unique().tolist())
-        return {**entry, "categories": categories, "bins": category_bins(series, categories)}
+        values = list(categories) if categories is not None else sorted(series.dropna().unique().tolist())
+        return {**entry, "categories": values, "bins": category_bins(series, values)}
     column = series.dropna().to_numpy(dtype=np.float64)
     return {**entry, "min": float(column.min()), "max": float(column.max()), "bins": bins(column)}
 

@@ -4,19 +4,20 @@ Mechanism only: these functions convert and measure; ``packaging`` decides what 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
 import onnxruntime
 import pandas as pd
 from skl2onnx import convert_sklearn, get_latest_tested_opset_version
-from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
 from sklearn.pipeline import Pipeline
 
-from irisserve.core.artifact import Kind
+from irisserve.core.artifact import INT64_MAX
 from irisserve.core.predictor import decide
 from irisserve.tools.converters import MISSING_MARKER, for_conversion, hist_gradient_boosting_fixed, parts
 
@@ -27,6 +28,10 @@ CHECK_SEED = 42
 PROBABILITY_TOLERANCE = 1e-5
 # A category value the training data never had: the check sends it where the model predicts unseen values.
 UNSEEN_CATEGORY = "irisserve-unseen-category"
+# What each ONNX input of a model with one input per feature holds ([N, 1]): a category's strings, an integer
+# category's int64 values (what skl2onnx's encoders take for an integer column), float32 otherwise.
+InputType = Literal["string", "int64", "float"]
+INPUT_TENSORS = {"string": StringTensorType, "int64": Int64TensorType, "float": FloatTensorType}
 # A regressor's float32 graph may differ from scikit-learn's float64 by this fraction of its output
 # scale, max(1, largest |prediction| on the data rows): about 84 float32 ulps. Measured worst cases
 # (diabetes, synthetic data; GradientBoosting, RandomForest, linear, SVR, MLP) stay below 1e-6.
@@ -61,21 +66,38 @@ class ExportCheck:
         }
 
 
+def input_type(feature: Mapping[str, Any]) -> InputType:
+    """A manifest feature's ONNX input type when the model takes one input per feature."""
+    if feature["type"] != "category":
+        return "float"
+    return "int64" if isinstance(feature["categories"][0], int) else "string"
+
+
+def unseen_category(categories: Sequence[Any]) -> str | int:
+    """A value the category never had: UNSEEN_CATEGORY, or for integers one past the largest (below the smallest at int64's end)."""
+    if not isinstance(categories[0], int):
+        return UNSEEN_CATEGORY
+    return max(categories) + 1 if max(categories) < INT64_MAX else min(categories) - 1
+
+
 def convert(
-    estimator: Any, *, n_features: int, classifier: Any | None, graph_name: str, columns: Sequence[tuple[str, Kind]] | None = None
+    estimator: Any, *, n_features: int, classifier: Any | None, graph_name: str, columns: Sequence[tuple[str, InputType]] | None = None
 ) -> onnx.ModelProto:
-    """The model as ONNX with one float32 input, or with ``columns`` one input per column ([N, 1]: strings for a
-    category, float32 otherwise; skl2onnx's "Dataframe as an input"); a classifier's probabilities as a plain
-    tensor (no ZipMap). It converts ``converters.for_conversion``'s copy, which answers as the model does."""
+    """The model as ONNX with one float32 input, or with ``columns`` one input per column ([N, 1] of its
+    ``InputType``; skl2onnx's "Dataframe as an input"); a classifier's probabilities as a plain tensor (no ZipMap).
+    It converts ``converters.for_conversion``'s copy, which answers as the model does."""
     prepared = for_conversion(estimator)
     final = prepared.steps[-1][1] if isinstance(prepared, Pipeline) else prepared
     options = {id(final): {"zipmap": False}} if classifier is not None else None
     initial_types: list[tuple[str, Any]] = (
         [(ONNX_INPUT, FloatTensorType([None, n_features]))]
         if columns is None
-        else [(name, StringTensorType([None, 1]) if kind == "category" else FloatTensorType([None, 1])) for name, kind in columns]
+        else [(name, INPUT_TENSORS[kind]([None, 1])) for name, kind in columns]
     )
-    with hist_gradient_boosting_fixed(prepared):
+    with hist_gradient_boosting_fixed(prepared), warnings.catch_warnings():
+        # skl2onnx's imputer casts its NaN missing_values to int64 for an int64 input (an integer category's imputer
+        # before its encoder: the column has no gaps) and NumPy warns of the cast.
+        warnings.filterwarnings("ignore", "invalid value encountered in cast", RuntimeWarning)
         return convert_sklearn(
             prepared,
             initial_types=initial_types,
@@ -107,7 +129,7 @@ def sklearn_input(estimator: Any, values: np.ndarray | pd.DataFrame) -> Any:
 def check_frame(frame: pd.DataFrame, features: Sequence[Mapping[str, Any]], n_points: int, *, seed: int = CHECK_SEED) -> pd.DataFrame:
     """``check_points`` for a typed table: every data row plus random points drawn per kind (numbers as
     ``check_points`` draws them, whole for an integer; booleans; a category's values, and an unseen one where the
-    model predicts unseen values), missing (NaN) at each nullable feature's missing rate."""
+    model predicts unseen values: an integer category's as int64), missing (NaN) at each nullable feature's missing rate."""
     names = list(frame.columns)
     numeric = [i for i, feature in enumerate(features) if feature["type"] in ("number", "integer")]
     numbers = frame.iloc[:, numeric].to_numpy(dtype=np.float64)
@@ -119,7 +141,7 @@ def check_frame(frame: pd.DataFrame, features: Sequence[Mapping[str, Any]], n_po
     for index, (name, feature) in enumerate(zip(names, features, strict=True)):
         kind = feature["type"]
         if kind == "category":
-            values = list(feature["categories"]) + ([UNSEEN_CATEGORY] if feature.get("unknown") == "ignore" else [])
+            values = list(feature["categories"]) + ([unseen_category(feature["categories"])] if feature.get("unknown") == "ignore" else [])
             random = pd.Series(rng.choice(np.array(values, dtype=object), n_points), dtype=object)
         elif kind == "boolean":
             random = pd.Series(rng.random(n_points) < 0.5)
@@ -137,20 +159,25 @@ def check_frame(frame: pd.DataFrame, features: Sequence[Mapping[str, Any]], n_po
             points[name] = points[name].astype(np.int64)
         if feature["type"] == "boolean":
             points[name] = points[name].astype(bool)
+        if input_type(feature) == "int64":
+            points[name] = points[name].astype(np.int64)
     return points
 
 
 def encode_frame(points: pd.DataFrame, features: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """A table as ``ModelSpec.encode`` gives the server's rows: the float32 matrix (a category as its code) and each
-    category's strings [N, 1] (missing as the marker)."""
+    category's column [N, 1]: strings (missing as the marker), or an integer category's int64 values."""
     matrix = np.empty(points.shape, dtype=np.float32)
     texts: dict[int, np.ndarray] = {}
     for index, (name, feature) in enumerate(zip(points.columns, features, strict=True)):
         column = points[name]
         if feature["type"] == "category":
-            codes = pd.Categorical(column, categories=feature["categories"]).codes.astype(np.float32)
-            matrix[:, index] = np.where(column.isna(), np.nan, np.where(codes < 0, len(feature["categories"]), codes))
-            texts[index] = column.astype(object).where(column.notna(), MISSING_MARKER).to_numpy().reshape(-1, 1)
+            codes = column.map({value: code for code, value in enumerate(feature["categories"])})  # NaN: missing or unseen
+            matrix[:, index] = np.where(column.isna(), np.nan, codes.fillna(len(feature["categories"])).to_numpy(dtype=np.float64))
+            if input_type(feature) == "int64":
+                texts[index] = column.to_numpy(dtype=np.int64).reshape(-1, 1)
+            else:
+                texts[index] = column.astype(object).where(column.notna(), MISSING_MARKER).to_numpy().reshape(-1, 1)
         else:
             matrix[:, index] = column.to_numpy(dtype=np.float32)
     return matrix, texts

@@ -34,7 +34,6 @@ from irisserve.core.artifact import (
     NAME_PATTERN,
     ONNX_NAME,
     PICKLE_NAME,
-    Kind,
     describe_file,
     identity_problem,
 )
@@ -46,6 +45,7 @@ from irisserve.tools.errors import PackagingError, listed, one_line, root_cause
 from irisserve.tools.estimators import (
     EstimatorSpec,
     check_single_output,
+    encoded_columns,
     inspect_estimator,
     scalar_parameters,
 )
@@ -56,6 +56,7 @@ from irisserve.tools.features import (
     check_notes,
     column_kind,
     feature_frame,
+    integer_categories,
     profile,
 )
 
@@ -118,19 +119,22 @@ def package(
     kinds = {name: column_kind(frame, name) for name in names}
     check_feature_names(estimator, spec.type_name, names)
     check_single_output(estimator, spec, onnx_export.sklearn_input(estimator, frame))
+    # An integer column the model reads only through a one-hot (or ordinal) encoder is a category of its encoder's values.
+    encoded = integer_categories(encoded_columns(estimator, names), frame, kinds)
+    kinds.update({column: "category" for column in encoded})
     notes = check_notes(feature_notes, names, frame)
-    checked_examples = check_examples(examples, names, frame, kinds)
+    checked_examples = check_examples(examples, names, frame, kinds, encoded)
     targets = _targets(estimator, spec, target, target_names)
     scores, source = _metrics(estimator, spec, frame, target, eval_data)
     scores.update(metrics or {})
     source = metrics_source or source
-    profiles = [profile(name, frame[name], kinds[name], notes.get(name)) for name in names]
+    profiles = [profile(name, frame[name], kinds[name], notes.get(name), encoded.get(name)) for name in names]
     for entry in profiles:
         if entry["type"] == "category":
-            entry["unknown"] = _unknown_handling(estimator, frame, entry["name"])
+            entry["unknown"] = _unknown_handling(estimator, frame, entry["name"], entry["categories"])
             if entry.get("nullable"):
                 entry["missing_marker"] = MISSING_MARKER
-    columns = [(name, kinds[name]) for name in names] if "category" in kinds.values() else None
+    columns = [(entry["name"], onnx_export.input_type(entry)) for entry in profiles] if "category" in kinds.values() else None
 
     onnx_bytes, outputs = _export(estimator, spec, len(names), graph_name or name, columns)
     check = _check_export(estimator, spec, onnx_bytes, outputs, frame, profiles, columns, check_size)
@@ -320,11 +324,11 @@ def _targets(estimator: Any, spec: EstimatorSpec, target: Any | None, target_nam
     return [str(target_name) for target_name in target_names]
 
 
-def _unknown_handling(estimator: Any, frame: pd.DataFrame, column: str) -> str:
+def _unknown_handling(estimator: Any, frame: pd.DataFrame, column: str, categories: Sequence[Any]) -> str:
     """"ignore" when the model predicts a row whose ``column`` holds a value it never saw (an encoder with
     handle_unknown="ignore"), else "error": asked of the model itself, whatever encoder it holds."""
     probe = frame.head(1).copy()
-    probe[column] = onnx_export.UNSEEN_CATEGORY
+    probe[column] = onnx_export.unseen_category(categories)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -384,14 +388,14 @@ def _score(estimator: Any, spec: EstimatorSpec, values: pd.DataFrame, target: An
 
 
 def _export(
-    estimator: Any, spec: EstimatorSpec, n_features: int, graph_name: str, columns: list[tuple[str, Kind]] | None
+    estimator: Any, spec: EstimatorSpec, n_features: int, graph_name: str, columns: list[tuple[str, onnx_export.InputType]] | None
 ) -> tuple[bytes, dict[str, str]]:
     """The ONNX bytes, and the manifest's name for the output the server reads."""
     classifier = spec.final if spec.task == "classification" else None
     try:
         model = onnx_export.convert(estimator, n_features=n_features, classifier=classifier, graph_name=graph_name, columns=columns)
     except Exception as exc:  # noqa: BLE001 - skl2onnx raises many types, often with the whole node attached
-        text = [column for column, kind in columns or [] if kind == "category"]
+        text = [column for column, kind in columns or [] if kind == "string"]
         hint = (
             f" Columns {listed(text)} hold text: the model must encode them itself (a Pipeline whose ColumnTransformer "
             "one-hot or ordinal encodes them)." if text else ""
@@ -419,7 +423,7 @@ def _check_export(
     outputs: Mapping[str, str],
     frame: pd.DataFrame,
     profiles: Sequence[Mapping[str, Any]],
-    columns: list[tuple[str, Kind]] | None,
+    columns: list[tuple[str, onnx_export.InputType]] | None,
     check_size: int,
 ) -> onnx_export.ExportCheck:
     """ONNX Runtime vs scikit-learn on every row and on random points around them; refuse any disagreement."""

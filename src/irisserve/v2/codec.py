@@ -3,8 +3,9 @@ predictor's typed predictions to the asked-for output tensors.
 
 A plain model (every feature a number, none nullable: Iris) takes one FP32/FP64 tensor [N, n_features]. A typed
 model (categories, integers, booleans, gaps) takes one named input per feature, each [N] or [N, 1], as MLServer's
-pandas codec and Triton name them: BYTES for a category, FP64/FP32/INT64 for a number or an integer, BOOL for a
-boolean. The columns become the same row objects /predict validates.
+pandas codec and Triton name them: BYTES for a category, INT64 (or FP64/FP32 of whole values) for a category coded
+as integers, FP64/FP32/INT64 for a number or an integer, BOOL for a boolean. The columns become the same row objects
+/predict validates.
 
 Rows are checked by the same rules as ``/predict`` (the spec's generated model), so ``/v2`` and
 ``/predict`` always agree. The binary tensor data extension is supported both ways, as tritonclient uses
@@ -55,8 +56,19 @@ KIND_DTYPES: dict[str, tuple[str, ...]] = {
     "category": ("BYTES",),
     "boolean": ("BOOL",),
 }
+# A category coded as integers (its model reads int64): INT64 first, as a pandas integer column is sent.
+INTEGER_CATEGORY_DTYPES: tuple[str, ...] = ("INT64", "FP64", "FP32")
 NUMERIC_DTYPES: dict[str, str] = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8"}
 MAX_NAMES_LISTED = 10
+
+
+def feature_dtypes(feature: Feature) -> tuple[str, ...]:
+    """The datatypes a typed model's input for ``feature`` takes; the first is the metadata's."""
+    return INTEGER_CATEGORY_DTYPES if feature.integer_categories else KIND_DTYPES[feature.kind]
+
+
+def describe_kind(feature: Feature) -> str:
+    return "category coded as integers" if feature.integer_categories else feature.kind
 
 
 def output_dtypes(spec: ModelSpec) -> dict[str, str]:
@@ -71,7 +83,7 @@ def example_request(spec: ModelSpec) -> dict[str, Any]:
     if not spec.plain:
         return {
             "inputs": [
-                {"name": f.name, "shape": [1], "datatype": KIND_DTYPES[f.kind][0], "data": [spec.example.get(f.name)]}
+                {"name": f.name, "shape": [1], "datatype": feature_dtypes(f)[0], "data": [spec.example.get(f.name)]}
                 for f in spec.features
             ]
         }
@@ -256,10 +268,10 @@ def input_rows(request: InferenceRequest, binary: bytes, spec: ModelSpec, limit:
 
 def column_length(tensor: RequestInput, feature: Feature) -> int:
     """The input's N, once its datatype suits the feature's kind and its shape is [N] or [N, 1]."""
-    accepted = KIND_DTYPES[feature.kind]
+    accepted = feature_dtypes(feature)
     if tensor.datatype not in accepted:
         raise BadRequestError(
-            f"Input {tensor.name!r} has datatype {shorten(tensor.datatype)}; feature {feature.name!r} is a {feature.kind}: "
+            f"Input {tensor.name!r} has datatype {shorten(tensor.datatype)}; feature {feature.name!r} is a {describe_kind(feature)}: "
             f"send one of {list(accepted)}."
         )
     shape = tensor.shape
@@ -459,11 +471,12 @@ def encode_response(answer: dict[str, Any], binary_names: set[str]) -> tuple[byt
 
 def feature_input(feature: Feature) -> dict[str, Any]:
     """A typed model's input for one feature: its name, datatype and shape, and its kind's rules as parameters."""
-    parameters: dict[str, Any] = {"kind": feature.kind, "nullable": feature.nullable, "datatypes": list(KIND_DTYPES[feature.kind])}
+    dtypes = feature_dtypes(feature)
+    parameters: dict[str, Any] = {"kind": feature.kind, "nullable": feature.nullable, "datatypes": list(dtypes)}
     if feature.kind == "category":
-        parameters["categories"] = list(feature.categories[:MAX_CATEGORIES_LISTED])
+        parameters["categories"] = list(feature.categories[:MAX_CATEGORIES_LISTED])  # integers for an integer category
         parameters["unseen"] = "predicted and flagged" if feature.unknown == "ignore" else "refused"
-    return {"name": feature.name, "datatype": KIND_DTYPES[feature.kind][0], "shape": [-1], "parameters": parameters}
+    return {"name": feature.name, "datatype": dtypes[0], "shape": [-1], "parameters": parameters}
 
 
 def model_metadata(spec: ModelSpec, platform: str) -> dict[str, Any]:

@@ -107,8 +107,8 @@ def build_router(registry: ModelRegistry, spec: ModelSpec, sync: RepositorySync,
     request_schema = {**inline_schema(InferenceRequest), "examples": [example_request(spec)]}
     if not spec.plain:  # a typed model takes one input per feature (the plain model's schema is left as it was)
         request_schema["properties"]["inputs"]["description"] = (
-            "One tensor per feature, named after it, each [N] or [N, 1]: BYTES for a category, FP64/FP32/INT64 for a "
-            "number, BOOL for a boolean (see the model's metadata)."
+            "One tensor per feature, named after it, each [N] or [N, 1]: BYTES for a category (INT64 for a category "
+            "coded as integers), FP64/FP32/INT64 for a number, BOOL for a boolean (see the model's metadata)."
         )
     infer_route: dict[str, Any] = {
         "response_model": InferenceResponse,
