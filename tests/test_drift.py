@@ -201,7 +201,11 @@ def post_rows(client: httpx.Client | TestClient, rows: np.ndarray, path: str = "
 
 def drift_gauges(text: str) -> dict[str, float]:
     samples = parse_metrics(text)
-    return {dict(labels)["feature"]: value for (name, labels), value in samples.items() if name == "irisserve_feature_drift_psi"}
+    return {  # the Iris model's (an in-process registry also holds the gauges of models other tests served)
+        dict(labels)["feature"]: value
+        for (name, labels), value in samples.items()
+        if name == "irisserve_feature_drift_psi" and dict(labels)["model"] == "iris"
+    }
 
 
 def check_web_drift(client: httpx.Client | TestClient, feature: str) -> None:

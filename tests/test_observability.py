@@ -221,7 +221,7 @@ def test_one_cloud_logging_line_per_request(model_dir: Path, capsys: pytest.Capt
     }
     assert http["latency"].endswith("s") and float(http["latency"][:-1]) > 0
     assert int(http["responseSize"]) > 0 and int(http["requestSize"]) > 0
-    assert ok["logging.googleapis.com/labels"] == {"request_id": "rid-1"}
+    assert ok["logging.googleapis.com/labels"] == {"request_id": "rid-1", "model": "iris", "model_version": "1.0.0"}
     assert ok["logging.googleapis.com/trace"] == f"projects/demo-project/traces/{TRACE_ID}"
     assert ok["logging.googleapis.com/spanId"] == "00f067aa0ba902b7"
     assert ok["logging.googleapis.com/trace_sampled"] is True
