@@ -40,10 +40,13 @@ from support import REPO_ROOT, VENV_BIN, RunningServer, free_port
 
 CLI_TIMEOUT_S = 60
 REFERENCES = {"bare", "empty", "empty-function", "empty-asgi-function"}
-PATTERNS = {"web", "function-lazy", "function-import"} | REFERENCES
+PATTERNS = {"web", "web-repository", "function-lazy", "function-import"} | REFERENCES
 WEB_LOADS = {"health_concurrent", "predict_concurrent", "v2_infer_concurrent", "batch_sequential", "predict_sequential"}
-RUN_TARGETS = 2  # in-process: ONNX call, live figures + drift
-MODEL_TARGETS = 14  # per model: 4 web throughput/p99 ratios, batch, web cold start, 3 function throughput/p99 ratios, 2 function cold starts, 3 memory
+RUN_TARGETS = 4  # in-process: ONNX call, live figures + drift; the model repository: memory of an extra model, of an extra version
+MODEL_TARGETS = 15  # per model: 4 web throughput/p99 ratios, batch, web and --models cold starts, 3 function throughput/p99 ratios,
+# 2 function cold starts, 3 memory
+REPOSITORIES = [["iris 1.0.0"], ["iris 1.0.0", "wine 1.0.0"], ["iris 1.0.0", "wine 1.0.0", "iris 1.1.0"]]
+REPOSITORY_FIGURES = {"extra_model_rss_mb", "extra_version_rss_mb"}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +81,28 @@ def _check_model_block(block: dict[str, Any], name: str) -> None:
     assert soak["errors"] == 0 and [sample["after_requests"] for sample in soak["samples"]] == list(range(0, 41, 4))
     assert soak["half_at_requests"] == 20 and soak["rss_mb_at_end"] > 10
     assert {"web_vs_bare_throughput", "function_vs_empty_function_throughput", "web_rss_after_soak_mb"} <= set(block["figures"])
+    assert block["figures"]["repository_vs_web_cold_start"]["reference"].startswith("--model-dir ")
     assert all(figure["errors"] == 0 for figure in block["figures"].values())
+
+
+def _check_repository(results: dict[str, Any]) -> None:
+    """`irisserve serve --models` over Iris, + wine, + Iris 1.1.0: each one process (one repeat), every model answered,
+    and what each added model costs is the difference of its repository's RSS and the one before's (a size, not a speed)."""
+    repository = results["repository"]
+    assert repository["default_model"] == "iris" and [row["models"] for row in repository["repositories"]] == REPOSITORIES
+    rss = []
+    for row in repository["repositories"]:
+        [sample] = row["samples"]
+        assert sample["processes"] == 1 and row["rss_mb"] == sample["rss_mb"] > 10
+        rss.append(row["rss_mb"])
+    extra = repository["rss_per_extra_model_mb"]
+    assert list(extra) == ["wine 1.0.0", "iris 1.1.0"] and list(repository["pss_per_extra_model_mb"]) == list(extra)
+    assert extra["wine 1.0.0"] == pytest.approx(rss[1] - rss[0]) and extra["iris 1.1.0"] == pytest.approx(rss[2] - rss[1])
+    assert all(abs(mb) < 50 for mb in extra.values())  # a model of a few hundred KB: sane, whatever the machine
+    figures = results["figures"]
+    assert figures["extra_model_rss_mb"]["value"] == extra["wine 1.0.0"]
+    assert figures["extra_version_rss_mb"]["value"] == extra["iris 1.1.0"]
+    assert figures["extra_version_rss_mb"]["reference"].startswith("iris 1.0.0 + wine 1.0.0: ")
 
 
 def test_local_mode_measures_the_references_and_a_second_model_and_writes_json_report_chart_and_verdicts(
@@ -100,6 +124,8 @@ def test_local_mode_measures_the_references_and_a_second_model_and_writes_json_r
     _check_model_block(results, "iris")
     [wine] = results["other_models"]
     _check_model_block(wine, "wine")
+    _check_repository(results)
+    assert REPOSITORY_FIGURES.isdisjoint(wine["figures"])  # run-wide, as the in-process figures
     assert (tmp_path / "models" / "wine" / "1.0.0" / "manifest.json").is_file()  # packaged into the output folder
 
     targets = results["targets"]
@@ -119,6 +145,7 @@ def test_local_mode_measures_the_references_and_a_second_model_and_writes_json_r
     assert "## wine: irisserve and the references side by side" in report and "reference: bare FastAPI app" in report
     assert "reference: empty ASGI function" in report
     assert "## Live figures and drift: cost per request" in report and "Drift + live figures added" in report
+    assert "## Model repository: resident memory per loaded model" in report and "iris 1.0.0 + wine 1.0.0 + iris 1.1.0" in report
     assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The document's verdicts section now holds this run's verdicts; everything else in it is unchanged.

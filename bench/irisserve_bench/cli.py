@@ -3,8 +3,9 @@
 Remote mode takes the seed's flags (``--cloud-run-url``, ``--cloud-function-url``); ``--local`` starts
 both patterns on this machine beside small reference programs (a bare FastAPI app, an empty one, an empty
 Flask function and an empty ASGI function) and measures cold starts, warm load and memory, for --model-dir and
-each --also-model (default: scikit-learn's wine data, packaged into the output folder). The targets, mostly
-ratios to the references, are read from docs/benchmark.md; --update-docs writes the run's verdicts there."""
+each --also-model (default: scikit-learn's wine data, packaged into the output folder), and the resident memory
+each extra model adds to `irisserve serve --models`. The targets, mostly ratios to the references, are read from
+docs/benchmark.md; --update-docs writes the run's verdicts there."""
 
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ def build_parser(prog: str = "irisserve bench") -> argparse.ArgumentParser:
                             "data into <output folder>/models/wine/1.0.0 on first use; 'none' measures --model-dir only (default: wine).")
     local.add_argument("--bundle", type=Path, help="Prebuilt function bundle for --model-dir (default: build one into the output folder).")
     local.add_argument("--no-function", action="store_true", help="Local: measure the web service only.")
+    local.add_argument("--no-repository", action="store_true", help="Local: skip the resident memory of `irisserve serve --models` "
+                       "over a growing model repository (Iris; + wine; + a second Iris version), built in a temporary folder.")
     out = parser.add_argument_group("output")
     out.add_argument("--output", type=Path, help=f"Results JSON (default {DEFAULT_OUT_DIR}/results.json); the report and chart go beside it.")
     out.add_argument("--targets", type=Path, default=DEFAULT_DOC, help="Local: the document whose targets table the run is judged against (default: the repository's docs/benchmark.md).")
@@ -129,7 +132,7 @@ def _run_local(args: argparse.Namespace, out_dir: Path, progress: Callable[[str,
         cold_starts=args.cold_starts, warm_requests=args.num_requests or LOCAL_REQUESTS, sequential_requests=args.sequential_requests,
         batch_requests=args.batch_requests, batch_rows=args.batch_rows, memory_requests=args.memory_requests,
         concurrency=args.concurrency, repeats=args.repeats, inprocess_calls=args.inprocess_calls,
-        timeout=args.timeout, function=not args.no_function,
+        timeout=args.timeout, function=not args.no_function, repository=not args.no_repository,
     )
     return run_local(plan, progress)
 
@@ -212,6 +215,11 @@ def _print_local_figures(console: Any, results: dict[str, Any]) -> None:
         if soak:
             console.print(f"memory soak ({soak['pattern']}): RSS {soak['rss_mb_at_half']:.1f} MB after {soak['half_at_requests']:,} "
                           f"requests, {soak['rss_mb_at_end']:.1f} MB after {soak['requests']:,} ({soak['errors']} errors)")
+    repository = results.get("repository")
+    if repository:
+        sizes = "; ".join(f"{row['label']} {row['rss_mb']:.1f} MB" for row in repository["repositories"])
+        added = ", ".join(f"{label} {_cell(mb, 1)} MB" for label, mb in repository["rss_per_extra_model_mb"].items())
+        console.print(f"irisserve serve --models, RSS with every model warm (medians): {sizes}. Added per model: {added}")
 
 
 def _cell(value: Any, digits: int) -> str:

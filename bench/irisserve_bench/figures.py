@@ -2,8 +2,9 @@
 docs/benchmark.md are set on (``targets.py``). No bound and no verdict here.
 
 A figure is read from one model's block: the run's model (the results themselves) or an entry of ``other_models``;
-the in-process ones exist in the run's block only. ``loads`` names the (pattern, load) pairs a figure comes from:
-their failed requests are counted beside the value, because a p50 of the requests that succeeded would flatter."""
+the in-process ones and the model repository's memory (``repository``) exist in the run's block only. ``loads`` names
+the (pattern, load) pairs a figure comes from: their failed requests are counted beside the value, because a p50 of
+the requests that succeeded would flatter."""
 
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from irisserve_bench.models import EXTRA_IRIS_VERSION, IRIS, WINE, WINE_VERSION
+
 Block = dict[str, Any]
 WEB_VS_BARE = (("web", "predict_concurrent"), ("bare", "predict_concurrent"))
 SOAK = (("memory_soak", ""),)
+# The model each step of the growing repository adds (models.growing_repositories): a second model, a second version.
+EXTRA_MODEL = f"{WINE} {WINE_VERSION}"
+EXTRA_VERSION = f"{IRIS} {EXTRA_IRIS_VERSION}"
 
 
 def _no_reference(block: Block) -> str:
@@ -119,6 +125,28 @@ def _has_soak(block: Block) -> bool:
     return "memory_soak" in block
 
 
+def _has_repository_cold_start(block: Block) -> bool:
+    return "web-repository" in block.get("cold_start", {})
+
+
+def _has_repository(block: Block) -> bool:
+    return "repository" in block
+
+
+def _extra_model_mb(added: str) -> Callable[[Block], float]:
+    """What the model ``added`` ("wine 1.0.0") adds to the resident memory of the repository before it."""
+    return lambda block: block["repository"]["rss_per_extra_model_mb"][added]
+
+
+def _repository_reference(added: str) -> Callable[[Block], str]:
+    def reference(block: Block) -> str:
+        rows = block["repository"]["repositories"]
+        index = next(i for i, row in enumerate(rows) if row["added"] == added)
+        return f"{rows[index - 1]['label']}: {rows[index - 1]['rss_mb']:.1f} MB; + {added}: {rows[index]['rss_mb']:.1f} MB"
+
+    return reference
+
+
 FIGURES: dict[str, Figure] = {
     "onnx_call_p50_us": Figure(lambda r: _inprocess(r, "onnx", "backend_call"), applies=_has_inprocess),
     "live_cost_p50_us": Figure(live_cost_us, applies=_has_inprocess),
@@ -169,6 +197,12 @@ FIGURES: dict[str, Figure] = {
         lambda b: b["memory_soak"]["growth_last_half_mb"],
         lambda b: f"{b['memory_soak']['rss_mb_at_half']:.1f} MB after {b['memory_soak']['half_at_requests']:,} requests",
         applies=_has_soak, loads=SOAK),
+    "repository_vs_web_cold_start": Figure(
+        lambda b: _cold(b, "web-repository") / _cold(b, "web"),
+        lambda b: f"--model-dir {_cold(b, 'web') * 1e3:,.0f} ms; --models {_cold(b, 'web-repository') * 1e3:,.0f} ms",
+        applies=_has_repository_cold_start),
+    "extra_model_rss_mb": Figure(_extra_model_mb(EXTRA_MODEL), _repository_reference(EXTRA_MODEL), applies=_has_repository),
+    "extra_version_rss_mb": Figure(_extra_model_mb(EXTRA_VERSION), _repository_reference(EXTRA_VERSION), applies=_has_repository),
 }
 
 

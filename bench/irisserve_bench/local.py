@@ -29,6 +29,7 @@ from typing import Any
 
 from irisserve_bench import payloads
 from irisserve_bench.errors import BenchError
+from irisserve_bench.models import Repository
 
 LOOPBACK = "127.0.0.1"
 POLL_INTERVAL_S = 0.002  # the first-response phase is only this precise; a refused connect costs ~50 µs
@@ -106,6 +107,19 @@ def web_service(model_dir: Path, *, backend: str = "onnx", name: str = "web", ba
     return ServiceSpec(
         name, (*_script("irisserve", "irisserve.tools.cli"), "serve"), env,
         predict_path="/predict", health_path="/health", payload=spec.example, routes=routes,
+    )
+
+
+def repository_service(repository: Repository, *, default_model: str, name: str = "web-repository") -> ServiceSpec:
+    """``irisserve serve --models ROOT --default-model NAME``, otherwise as ``web_service`` starts it (one worker, the
+    ONNX backend, default settings). ``POST /predict`` answers with the default model's latest version: its example row."""
+    from irisserve.core.registry import latest
+
+    versions = {artifact.version: artifact.folder for artifact in repository.artifacts if artifact.name == default_model}
+    env = {"IRISSERVE_HOST": LOOPBACK, "IRISSERVE_BACKEND": "onnx", "IRISSERVE_WORKERS": "1"}
+    command = (*_script("irisserve", "irisserve.tools.cli"), "serve", "--models", str(repository.root.resolve()), "--default-model", default_model)
+    return ServiceSpec(
+        name, command, env, predict_path="/predict", health_path="/health", payload=example_row(versions[latest(versions)])
     )
 
 

@@ -11,7 +11,7 @@ from irisserve_bench.figures import live_cost_us, model_blocks, model_label
 from irisserve_bench.local import UNSPLIT
 
 COLOURS = {
-    "web": "#1f77b4", "bare": "#2ca02c", "empty": "#7f7f7f", "function": "#ff7f0e", "function-lazy": "#ff7f0e",
+    "web": "#1f77b4", "web-repository": "#17becf", "bare": "#2ca02c", "empty": "#7f7f7f", "function": "#ff7f0e", "function-lazy": "#ff7f0e",
     "function-import": "#d62728", "empty-function": "#9467bd", "empty-asgi-function": "#8c564b", "cloud-run": "#1f77b4", "cloud-function": "#ff7f0e",
 }
 PHASE_COLOURS = ["#4c72b0", "#55a868", "#c44e52", "#8172b2", "#ccb974", "#64b5cd", "#8c8c8c"]
@@ -20,6 +20,7 @@ REFERENCE_PATTERNS = frozenset({"bare", "empty", "empty-function", "empty-asgi-f
 # Side by side, in this order: irisserve's patterns, each followed by its references.
 SIDE_BY_SIDE = (
     ("web", "web", "irisserve serve"),
+    ("web-repository", None, "irisserve serve --models, a repository of this model alone"),
     ("bare", "bare", "reference: bare FastAPI app"),
     ("empty", "empty", "reference: empty FastAPI app"),
     ("function-lazy", "function", "irisserve function, lazy load"),
@@ -101,6 +102,7 @@ def local_markdown(results: dict[str, Any], chart_name: str | None) -> str:
     lines += _inprocess_lines(results)
     for block in model_blocks(results):
         lines += _side_by_side_lines(block, plan) + _cold_lines(block) + _warm_lines(block) + _memory_lines(block)
+    lines += _repository_lines(results)
     lines += [
         "## How it was measured",
         "",
@@ -126,6 +128,11 @@ def local_markdown(results: dict[str, Any], chart_name: str | None) -> str:
         "- Memory: VmRSS of the server process and its children (functions-framework: gunicorn arbiter + worker, "
         "whose shared pages RSS counts twice; PSS shown too). The soak is a fresh web service driven with "
         f"{plan['memory_requests']:,} `POST /predict`, RSS read after every tenth.",
+        "- Model repository: `irisserve serve --models DIR --default-model iris` over three repositories built for the run "
+        "(Iris 1.0.0; + wine 1.0.0; + Iris 1.1.0, another forest seed), fresh processes, interleaved; RSS read once "
+        "`/health` answers 200 and every version has answered one prediction. What a model adds is the difference of the "
+        "medians of the repositories with and without it. The cold start of `--models` over a repository of the run's "
+        "model alone is measured with the other cold starts (`web-repository`).",
         "",
     ]
     return "\n".join(lines)
@@ -212,6 +219,28 @@ def _memory_lines(block: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines
+
+
+def _repository_lines(results: dict[str, Any]) -> list[str]:
+    repository = results.get("repository")
+    if not repository:
+        return []
+    extra, pss = repository["rss_per_extra_model_mb"], repository["pss_per_extra_model_mb"]
+    rows = [
+        [row["label"], _fmt(row["rss_mb"], 1), _fmt(row["pss_mb"], 1),
+         f"{_fmt(extra[row['added']], 1)} / {_fmt(pss[row['added']], 1)}" if row["added"] in extra else "—",
+         ", ".join(f"{sample['rss_mb']:.1f}" for sample in row["samples"])]
+        for row in repository["repositories"]
+    ]
+    header = ["Repository (`irisserve serve --models`)", "RSS MB", "PSS MB", "Added by the last model, RSS / PSS MB", "RSS samples MB"]
+    return [
+        "## Model repository: resident memory per loaded model (medians)",
+        "",
+        f"Each a fresh process, default model `{repository['default_model']}`, read after every version answered one prediction.",
+        "",
+        *_table(header, rows),
+        "",
+    ]
 
 
 def remote_markdown(results: dict[str, Any], chart_name: str | None) -> str:

@@ -4,19 +4,23 @@ irisserve's patterns and the reference programs interleaved in the same run."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import platform
 import shutil
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from irisserve.core.predictor import BACKENDS
 from irisserve_bench import inprocess, payloads
+from irisserve_bench.errors import BenchError
 from irisserve_bench.load import MAX_ERROR_SAMPLES, Endpoint, LoadResult, run_load
 from irisserve_bench.local import (
     ServerProcess,
@@ -25,9 +29,12 @@ from irisserve_bench.local import (
     memory,
     reference_app,
     reference_function,
+    repository_service,
+    request,
     started,
     web_service,
 )
+from irisserve_bench.models import IRIS, Repository, growing_repositories, one_model_repository, package_wine
 from irisserve_bench.stats import cdf_ms, median, median_of
 
 MEMORY_SAMPLES = 10  # RSS is read after every tenth of the soak
@@ -47,6 +54,7 @@ PAIRED_RATIOS: dict[str, tuple[tuple[str, str], tuple[str, str], str]] = {
 }
 # A task is (description, total); the sink returns the function that advances it.
 ProgressSink = Callable[[str, int], Callable[[int], None]]
+Turned = TypeVar("Turned")
 
 
 def no_progress(description: str, total: int) -> Callable[[int], None]:
@@ -72,6 +80,7 @@ class LocalPlan:
     inprocess_calls: int = 2000
     timeout: float = 10.0
     function: bool = True
+    repository: bool = True  # the resident memory of a growing model repository (iris; + wine; + iris 1.1.0)
 
     def as_dict(self) -> dict[str, Any]:
         def plain(value: Any) -> Any:
@@ -124,10 +133,10 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _rotated(items: list[ServiceSpec], turn: int) -> list[ServiceSpec]:
+def _rotated(items: Sequence[Turned], turn: int) -> list[Turned]:
     """Change who goes first each round, so neither pattern always meets a warmer (or busier) machine."""
     shift = turn % len(items)
-    return items[shift:] + items[:shift]
+    return [*items[shift:], *items[:shift]]
 
 
 def cold_starts(specs: list[ServiceSpec], plan: LocalPlan, tick: Callable[[int], None]) -> dict[str, Any]:
@@ -279,7 +288,10 @@ def measure_model(
         empty_functions = [reference_function(model_dir, "empty-function"), reference_function(model_dir, "empty-asgi-function")]
         cold_specs += [cloud_function(bundle, load="lazy"), cloud_function(bundle, load="import"), *empty_functions]
         warm_specs += [cloud_function(bundle, load="lazy", name="function"), *empty_functions]
-    block["cold_start"] = cold_starts(cold_specs, plan, progress(f"cold starts ({label})", plan.cold_starts * len(cold_specs)))
+    # The same model served from a repository of it alone (`irisserve serve --models`): its cold start beside web's.
+    with tempfile.TemporaryDirectory(prefix="irisserve-bench-repository-") as alone:
+        cold_specs.insert(1, repository_service(one_model_repository(Path(alone), model_dir), default_model=spec.name))
+        block["cold_start"] = cold_starts(cold_specs, plan, progress(f"cold starts ({label})", plan.cold_starts * len(cold_specs)))
     per_repeat = sum(_requests_per_repeat(spec, plan) for spec in warm_specs)
     block["warm"] = warm_load(warm_specs, plan, progress(f"warm requests ({label})", per_repeat * plan.repeats))
     if plan.memory_requests:
@@ -307,8 +319,67 @@ def run_local(plan: LocalPlan, progress: ProgressSink = no_progress) -> dict[str
         measure_model(model_dir, plan, progress, bundle_out=plan.out_dir / f"function-bundle-{index}")
         for index, model_dir in enumerate(plan.also_model_dirs, start=2)
     ]
+    if plan.repository:
+        with tempfile.TemporaryDirectory(prefix="irisserve-bench-repositories-") as folder:
+            repositories = growing_repositories(Path(folder), package_wine(plan.out_dir))
+            tick = progress("model repositories", plan.repeats * len(repositories))
+            results["repository"] = repository_memory(repositories, plan, tick)
     results["duration_s"] = time.time() - started_at
     return results
+
+
+def repository_memory(repositories: Sequence[Repository], plan: LocalPlan, tick: Callable[[int], None]) -> dict[str, Any]:
+    """Resident memory of ``irisserve serve --models`` over each repository (each one model more than the one before),
+    in fresh processes, ``plan.repeats`` each, interleaved; read once every model has answered a prediction. What each
+    added model costs is the difference of the medians of two neighbouring repositories (as cold starts, processes
+    are not paired: one process's luck would decide a pair)."""
+    samples: dict[str, list[dict[str, Any]]] = {repository.label: [] for repository in repositories}
+    for turn in range(plan.repeats):
+        for index, repository in _rotated(list(enumerate(repositories, start=1)), turn):
+            spec = repository_service(repository, default_model=IRIS, name=f"repository-{index}")
+            with started(spec, plan.out_dir / "logs") as server:
+                server.wait_first_prediction()
+                _every_model_answers(server, repository)
+                samples[repository.label].append(memory(server.process.pid))
+            tick(1)
+    rows: list[dict[str, Any]] = []
+    for repository in repositories:
+        taken = samples[repository.label]
+        rows.append({
+            "label": repository.label,
+            "models": [artifact.label for artifact in repository.artifacts],
+            "added": repository.artifacts[-1].label,
+            "rss_mb": median(sample["rss_mb"] for sample in taken),
+            "pss_mb": median(sample["pss_mb"] for sample in taken),
+            "samples": taken,
+        })
+    return {
+        "default_model": IRIS,
+        "repositories": rows,
+        "rss_per_extra_model_mb": {now["added"]: now["rss_mb"] - before["rss_mb"] for before, now in pairwise(rows)},
+        "pss_per_extra_model_mb": {now["added"]: now["pss_mb"] - before["pss_mb"] for before, now in pairwise(rows)},
+    }
+
+
+def _every_model_answers(server: ServerProcess, repository: Repository) -> None:
+    """``/health`` 200, ``GET /models`` listing every version of the repository, and one prediction from each version,
+    so every session has run (the memory read next is that of a server that has answered with all its models)."""
+    status, body = request(server.port, "GET", "/health")
+    if status != 200:
+        raise BenchError(f"{server.spec.name}: GET /health answered {status}: {body[:200]!r}")
+    status, body = request(server.port, "GET", "/models")
+    listed: set[tuple[str, str]] = set()
+    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+        listed = {(model["name"], version) for model in json.loads(body)["models"] for version in model["versions"]}
+    wanted = {(artifact.name, artifact.version) for artifact in repository.artifacts}
+    if listed != wanted:
+        raise BenchError(f"{server.spec.name}: GET /models answered {status} listing {sorted(listed)}, not {sorted(wanted)}; "
+                         f"its log ({server.log_path}) ends with:\n{server.log_tail()}")
+    for artifact in repository.artifacts:
+        path = f"/models/{artifact.name}/versions/{artifact.version}/predict"
+        status, body = request(server.port, "POST", path, payloads.example_row(artifact.folder))
+        if status != 200:
+            raise BenchError(f"{server.spec.name}: POST {path} answered {status}: {body[:200]!r}")
 
 
 def _build_bundle(out_dir: Path, model_dir: Path) -> Path:
