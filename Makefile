@@ -62,7 +62,7 @@ bench: model
 
 # The Cloud Function source folder: deploy with gcloud functions deploy ... --source build/cloud_function
 bundle-function: model
-	$(BIN)/irisserve bundle-function --out build/cloud_function
+	$(BIN)/irisserve bundle-function --out build/cloud_function --force  # the target rebuilds its own bundle
 
 clean:
 	rm -rf $(VENV) build models .pytest_cache

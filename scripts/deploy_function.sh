@@ -49,7 +49,7 @@ else
     read_model "$MODEL_DIR"
 fi
 note "the function's source folder (what gets uploaded)"
-run "$IRISSERVE" bundle-function --out "$BUNDLE" --model-dir "$MODEL_DIR"
+run "$IRISSERVE" bundle-function --out "$BUNDLE" --model-dir "$MODEL_DIR" --force  # its own bundle folder, rebuilt each deploy
 
 run gcloud services enable cloudfunctions.googleapis.com run.googleapis.com \
     cloudbuild.googleapis.com artifactregistry.googleapis.com --project "$PROJECT_ID"

@@ -94,14 +94,29 @@ print(json.dumps({{"status": response.status_code, "body": response.json(), "pac
     assert report["forbidden"] == []
 
 
-def test_cli_prints_path_and_size_and_rebuilds(model_dir: Path, tmp_path: Path) -> None:
+def test_cli_prints_path_and_size_and_rebuilds_only_with_force(model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "fn"
     command = [str(Path(sys.executable).parent / "irisserve"), "bundle-function", "--out", str(out), "--model-dir", str(model_dir)]
-    for _ in range(2):  # the second run replaces the first bundle
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-        assert result.returncode == 0, result.stderr
-        assert str(out) in result.stdout and " MB" in result.stdout
-    assert (out / "main.py").is_file()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert str(out) in result.stdout and " MB" in result.stdout
+    written = (out / "bundle.json").read_text()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert again.returncode == 2 and "pass --force" in again.stderr and (out / "bundle.json").read_text() == written
+    (out / "irisserve" / "__pycache__").mkdir()  # a local run's bytecode is the bundle's own
+    (out / "irisserve" / "__pycache__" / "x.pyc").write_bytes(b"")
+    forced = subprocess.run([*command, "--force"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    assert (out / "main.py").is_file() and not (out / "irisserve" / "__pycache__").exists()
+
+
+def test_force_never_replaces_a_bundle_holding_other_files(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fn"
+    build_bundle(out, model_dir)
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(BundleError, match="notes.txt"):
+        build_bundle(out, model_dir, force=True)
+    assert (out / "notes.txt").read_text() == "keep me" and (out / "main.py").is_file()
 
 
 def test_refuses_to_replace_a_folder_that_is_not_a_bundle(model_dir: Path, tmp_path: Path) -> None:

@@ -385,4 +385,4 @@ def _every_model_answers(server: ServerProcess, repository: Repository) -> None:
 def _build_bundle(out_dir: Path, model_dir: Path) -> Path:
     from irisserve.tools.bundle import build_bundle
 
-    return build_bundle(out_dir, model_dir).path
+    return build_bundle(out_dir, model_dir, force=True).path  # the bench's own output folder, rebuilt each run

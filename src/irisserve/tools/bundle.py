@@ -48,14 +48,15 @@ class BundleInfo:
         return self.size_bytes / 1_000_000
 
 
-def build_bundle(out_dir: Path, model_dir: Path, *, source_root: Path = SOURCE_ROOT) -> BundleInfo:
-    """Write a fresh, self-contained function source folder at ``out_dir`` and describe it."""
+def build_bundle(out_dir: Path, model_dir: Path, *, source_root: Path = SOURCE_ROOT, force: bool = False) -> BundleInfo:
+    """Write a fresh, self-contained function source folder at ``out_dir`` and describe it; an earlier bundle there
+    is replaced only with ``force`` (only the files it lists)."""
     entry, requirements = source_root / ENTRY_POINT, source_root / REQUIREMENTS
     for needed in (entry, requirements):
         if not needed.is_file():
             raise BundleError(f"{needed} is missing; bundle-function runs from an irisserve source checkout.")
     manifest = load_verified_manifest(Path(model_dir))  # never ship an artifact that would fail to load
-    _clear(out_dir)
+    _clear(out_dir, force=force)
     shutil.copy2(entry, out_dir / "main.py")
     shutil.copy2(requirements, out_dir / "requirements.txt")
     (out_dir / ".gcloudignore").write_text(GCLOUDIGNORE)
@@ -133,13 +134,32 @@ def _irisserve_imports(path: Path) -> set[str]:
     return modules
 
 
-def _clear(out_dir: Path) -> None:
-    """Empty ``out_dir`` for a rebuild, but only if it is empty or a previous bundle: never a random folder."""
-    if out_dir.exists():
-        if not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / BUNDLE_MANIFEST).is_file()):
-            raise BundleError(f"{out_dir} exists and is not a function bundle; choose an empty or new folder.")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+def _clear(out_dir: Path, *, force: bool) -> None:
+    """Make ``out_dir`` ready for a bundle: new or empty; or, with ``force``, an earlier bundle whose files (as its
+    bundle.json lists them, and the bytecode a local run of it wrote) are removed. Anything else is refused as it
+    is: a folder holding files no bundle wrote is never emptied."""
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise BundleError(f"{out_dir} is not a folder; give --out a new folder (nothing was written).")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        try:
+            listed = set(json.loads((out_dir / BUNDLE_MANIFEST).read_text())["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise BundleError(f"{out_dir} exists and is not a function bundle; give --out an empty or new folder (nothing was written).") from None
+        ours = {BUNDLE_MANIFEST, *listed}
+        present = [path for path in out_dir.rglob("*") if path.is_file() or path.is_symlink()]
+        foreign = sorted(
+            relative for path in present
+            if (relative := path.relative_to(out_dir).as_posix()) not in ours and "__pycache__" not in path.parts
+        )
+        if foreign:
+            raise BundleError(
+                f"{out_dir} holds a function bundle and also files it did not write ({', '.join(foreign[:5])}"
+                f"{' ...' if len(foreign) > 5 else ''}); move them away or give --out a new folder (nothing was written)."
+            )
+        if not force:
+            raise BundleError(f"{out_dir} already holds a function bundle; pass --force to replace it (nothing was written).")
+        shutil.rmtree(out_dir)  # every file in it is one the earlier bundle wrote, or its bytecode
+    out_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _describe(out_dir: Path, model_version: str) -> BundleInfo:

@@ -149,7 +149,7 @@ def _bundle_function(args: argparse.Namespace) -> int:
     from irisserve.core.settings import get_settings
     from irisserve.tools.bundle import build_bundle
 
-    info = build_bundle(args.out, args.model_dir or get_settings().model_dir)
+    info = build_bundle(args.out, args.model_dir or get_settings().model_dir, force=args.force)
     print(f"Wrote {info.path}: {len(info.files)} files, {info.size_mb:.2f} MB (model {info.model_version})")
     return 0
 
@@ -227,8 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     bundle = commands.add_parser(
         "bundle-function", help="Write the Cloud Function source folder for `gcloud functions deploy --source`."
     )
-    bundle.add_argument("--out", type=Path, default=Path("build/cloud_function"), help="Bundle folder (replaced).")
+    bundle.add_argument("--out", type=Path, default=Path("build/cloud_function"), help="Bundle folder: new or empty.")
     bundle.add_argument("--model-dir", type=Path, help="Artifact to ship (default IRISSERVE_MODEL_DIR).")
+    bundle.add_argument(
+        "--force", action="store_true",
+        help="Replace an earlier bundle at --out (only the files its bundle.json lists); never a folder holding other files.",
+    )
     bundle.set_defaults(handler=_bundle_function)
 
     example = commands.add_parser(
