@@ -303,3 +303,13 @@ def test_serve_refuses_an_ambiguous_or_empty_repository(repository: Path, tmp_pa
     empty = subprocess.run([str(VENV_BIN / "irisserve"), "serve", "--models", str(tmp_path / "empty"), "--port", str(free_port())],
                            capture_output=True, text=True, timeout=120)
     assert empty.returncode == 2 and "holds no artifact" in empty.stderr
+
+
+def test_a_misplaced_newest_version_is_refused_and_the_older_one_serves(own_repository: Path, tmp_path: Path) -> None:
+    """iris/2.0.0 holding a manifest of version 1.1.0: listed UNAVAILABLE with the reason, 1.1.0 answers /predict."""
+    shutil.copytree(own_repository / "iris" / "1.1.0", own_repository / "iris" / "2.0.0")
+    with repository_server(own_repository, tmp_path) as (server, client):
+        assert client.post("/predict", json=SEED_EXAMPLE).json()["model_version"] == "1.1.0"
+        entry = next(e for e in client.post("/v2/repository/index").json() if e["version"] == "2.0.0")
+        assert entry["state"] == "UNAVAILABLE" and "move it to iris/1.1.0/" in entry["reason"]
+        assert "Model iris version 2.0.0 was not loaded" in server.log()

@@ -205,9 +205,16 @@ class ModelRegistry:
         return predictor
 
     def latest_spec(self, name: str) -> ModelSpec:
-        """The spec of ``name``'s latest version on disk (what the app documents for the default model)."""
+        """The spec of ``name``'s newest version on disk whose manifest reads (what the app documents for the default
+        model; a broken newer folder is left to the load, which refuses it with its reason)."""
         folders = self.discover()[name]
-        return self.predictor_for(folders[latest(folders)]).spec
+        refusals: list[ArtifactError] = []
+        for version in sorted(folders, key=version_key, reverse=True):
+            try:
+                return self.predictor_for(folders[version]).spec
+            except ArtifactError as exc:
+                refusals.append(exc)
+        raise refusals[0]
 
     def _choose_default(self, default: str | None) -> str:
         names = sorted(self.discover())
