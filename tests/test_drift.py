@@ -201,10 +201,10 @@ def post_rows(client: httpx.Client | TestClient, rows: np.ndarray, path: str = "
 
 def drift_gauges(text: str) -> dict[str, float]:
     samples = parse_metrics(text)
-    return {  # the Iris model's (an in-process registry also holds the gauges of models other tests served)
+    return {  # the Iris artifact's (this process's registry also holds the gauges of the models other tests served)
         dict(labels)["feature"]: value
         for (name, labels), value in samples.items()
-        if name == "irisserve_feature_drift_psi" and dict(labels)["model"] == "iris"
+        if name == "irisserve_feature_drift_psi" and (dict(labels)["model"], dict(labels)["version"]) == ("iris", "1.0.0")
     }
 
 
