@@ -112,13 +112,20 @@ class SlowClient:
     cut_after: float | None = None  # seconds from connecting until the server closed (or reset) it
 
     def tick(self, started: float) -> None:
+        """Read what the server sent first, then send the next byte: a byte sent after the server answered and
+        closed makes its kernel reset the connection, and a reset discards the answer still unread here."""
         try:
-            if self.sent < len(self.request):
-                self.sent += self.sock.send(self.request[self.sent : self.sent + 1])
             while chunk := self.sock.recv(65536):
                 self.received += chunk
         except BlockingIOError:
-            return
+            try:
+                if self.sent < len(self.request):
+                    self.sent += self.sock.send(self.request[self.sent : self.sent + 1])
+                return
+            except BlockingIOError:
+                return
+            except OSError:
+                pass
         except OSError:
             pass
         self.cut_after = time.monotonic() - started  # end of input, a reset or a refused send
