@@ -209,12 +209,16 @@ def rescan_on_sighup(sync: RepositorySync) -> Callable[[], None]:
     previous = signal.getsignal(signal.SIGHUP)
     loop = asyncio.get_running_loop()
 
-    def handler(sig: int, frame: Any) -> None:
+    def rescan() -> None:
         if sync.state_dir is not None:
             logger.info("SIGHUP: rescanning the model repository (generation %d)", request_rescan(sync.state_dir))
         else:
             logger.info("SIGHUP: rescanning the model repository")
-            loop.call_soon_threadsafe(lambda: loop.run_in_executor(None, sync.registry.reconcile))
+            sync.registry.reconcile()
+
+    def handler(sig: int, frame: Any) -> None:
+        # On a worker thread: the state file's lock may be held by a load in progress, and the event loop must not wait.
+        loop.call_soon_threadsafe(lambda: loop.run_in_executor(None, rescan))
 
     signal.signal(signal.SIGHUP, handler)
 
