@@ -14,7 +14,6 @@ answered by one worker reaches the others.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import threading
@@ -24,7 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from irisserve.core.artifact import MANIFEST_NAME
+from irisserve.core.artifact import MANIFEST_NAME, sha256_file
 from irisserve.core.errors import (
     ArtifactError,
     BadRequestError,
@@ -75,8 +74,12 @@ class ServedModel:
     path: Path
     predictor: Predictor
     pipeline: RequestPipeline
-    manifest_sha256: str
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def manifest_sha256(self) -> str:
+        """The SHA-256 of the manifest this version was loaded from (a rescan reloads the version when the file changes)."""
+        return self.predictor.manifest.sha256
 
     @property
     def spec(self) -> ModelSpec:
@@ -128,8 +131,9 @@ Dropped = Callable[[ServedModel], None]
 
 
 def manifest_sha256(folder: Path) -> str:
+    """The SHA-256 of the manifest on disk now ("" when it cannot be read: the load then says why)."""
     try:
-        return hashlib.sha256((folder / MANIFEST_NAME).read_bytes()).hexdigest()
+        return sha256_file(folder / MANIFEST_NAME)
     except OSError:
         return ""
 
@@ -289,7 +293,7 @@ class ModelRegistry:
         if not predictor.ready:
             predictor.load()
         pipeline, extras = self.build(predictor)
-        return ServedModel(folder, predictor, pipeline, manifest_sha256(folder), extras)
+        return ServedModel(folder, predictor, pipeline, extras)
 
     def reconcile(self, state: RepositoryState | None = None, *, ready: Mapping[tuple[str, str], ServedModel] | None = None) -> list[str]:
         """Serve what is on disk as ``state`` asks: load the versions wanted and not loaded (or changed on disk),
