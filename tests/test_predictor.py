@@ -14,7 +14,7 @@ from sklearn.datasets import load_iris
 from irisserve.core.artifact import MANIFEST_NAME, ONNX_NAME, PICKLE_NAME
 from irisserve.core.errors import ArtifactError, ModelNotReadyError
 from irisserve.core.pipeline import Limits, RequestPipeline
-from irisserve.core.predictor import Backend, Predictor, decide
+from irisserve.core.predictor import Backend, Predictor, decide, decide_rows
 from support import SEED_ANSWER
 
 IRIS = load_iris()
@@ -76,6 +76,26 @@ def test_ties_resolve_to_the_lowest_class_like_scikit_learn() -> None:
     assert class_id == 0 and probabilities == [0.5, 0.5, 0.0]
     assert decide([0.0, 0.49999964, 0.49999964]) == ([0.0, 0.5, 0.5], 1)
     assert decide([0.0, 0.8399995, 0.16]) == ([0.0, 0.84, 0.16], 1)
+
+
+def test_a_batch_decides_exactly_as_one_row_at_a_time() -> None:
+    """decide_rows (NumPy, for batches) against decide (Python, per row): equal floats and class ids, on random rows,
+    rows of ties, and rows whose shares sit on or next to a rounding half, where NumPy's rounding alone would differ."""
+    generator = np.random.default_rng(0)
+    halves = np.asarray([[0.0000005, 0.9999995], [0.1234565, 0.8765435], [0.2500005, 0.7499995]], dtype=np.float64)
+    nudged = np.concatenate([halves, np.nextafter(halves, 1.0), np.nextafter(halves, 0.0)])
+    batches = [
+        generator.random((2000, 3)).astype(np.float32),
+        generator.random((2000, 11)).astype(np.float32),
+        (generator.integers(0, 8, (2000, 4)) / 8 + 1e-9).astype(np.float32),  # many exact ties
+        np.asarray([[0.4999997, 0.5000001, 0.0], [0.0, 0.49999964, 0.49999964], [0.0, 0.8399995, 0.16]], dtype=np.float32),
+        nudged,
+    ]
+    for output in batches:
+        probabilities, class_ids = decide_rows(output)
+        expected = [decide(row) for row in output.tolist()]
+        assert probabilities == [rounded for rounded, _ in expected]
+        assert class_ids == [class_id for _, class_id in expected]
 
 
 def test_out_of_range_features_are_named(onnx_predictor: RequestPipeline) -> None:

@@ -5,12 +5,14 @@ and on the function (SIGHUP: gunicorn's graceful reload, each new worker rescann
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
 import signal
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from irisserve.core import startup
+from irisserve.core.pipeline import Limits, RequestPipeline
+from irisserve.core.registry import ModelRegistry
 from support import SEED_EXAMPLE, VENV_BIN, RunningServer, build_repository, free_port, function_command, run_server
 
 API_KEY = "repository-key"
@@ -313,3 +318,27 @@ def test_a_misplaced_newest_version_is_refused_and_the_older_one_serves(own_repo
         entry = next(e for e in client.post("/v2/repository/index").json() if e["version"] == "2.0.0")
         assert entry["state"] == "UNAVAILABLE" and "move it to iris/1.1.0/" in entry["reason"]
         assert "Model iris version 2.0.0 was not loaded" in server.log()
+
+
+def test_an_unloaded_version_is_freed_though_start_up_froze_the_heap(own_repository: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server freezes its start-up heap (startup.mark_ready): the cycle collector no longer looks at the models loaded
+    then. Unloading one hands the heap back and collects, so what the model held in reference cycles (its generated
+    request schema, a class, is one) is freed, and freezes the rest again."""
+    monkeypatch.setattr(startup, "RECLAIM_AFTER_SECONDS", 0.05)
+    limits = Limits(max_body_bytes=1 << 20, max_batch_size=1000)
+    registry = ModelRegistry(root=own_repository, default="iris", build=lambda predictor: (RequestPipeline(predictor, limits), {}))
+    registry.reconcile()
+    request_schema = weakref.ref(registry.snapshot.loaded["wine"]["1.0.0"].spec.request_model)
+    gc.collect()
+    gc.freeze()
+    try:
+        registry.reconcile(registry.plan_unload("wine", None))
+        deadline = time.monotonic() + 10
+        while request_schema() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert request_schema() is None, "the unloaded version's request schema is still alive"
+        while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gc.get_freeze_count() > 0, "the heap was not frozen again after the collection"
+    finally:
+        gc.unfreeze()

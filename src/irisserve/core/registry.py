@@ -35,6 +35,7 @@ from irisserve.core.pipeline import RequestPipeline
 from irisserve.core.predictor import Backend, Predictor
 from irisserve.core.settings import Settings
 from irisserve.core.spec import ModelSpec
+from irisserve.core.startup import reclaim_heap
 
 logger = logging.getLogger("irisserve")
 
@@ -347,11 +348,15 @@ class ModelRegistry:
             MappingProxyType(serving),
         )
         kept = {(name, version) for name, versions in loaded.items() for version in versions}
+        left = False
         for name, was_loaded in before.loaded.items():
             for version, record in was_loaded.items():
                 if (name, version) not in kept:
                     logger.info("Model %s %s unloaded", name, version)
                     self.dropped(record)
+                left = left or loaded.get(name, {}).get(version) is not record
+        if left:
+            reclaim_heap()
         for name, record in serving.items():
             previous = before.serving.get(name)
             if previous is not None and previous is not record and previous.version != record.version:

@@ -25,7 +25,7 @@ from irisserve.core.errors import ArtifactError, IrisServeError, ModelNotReadyEr
 from irisserve.core.registry import ModelRegistry, ServedModel, registry_from_settings
 from irisserve.core.schemas import health_body, model_info_body, model_inputs_body
 from irisserve.core.settings import Settings, get_settings
-from irisserve.core.startup import mark
+from irisserve.core.startup import mark, mark_ready
 from irisserve.ops.asgi import Reply, answer_body, header, prediction_reply, send_body, send_error, send_json
 from irisserve.ops.cors import ALLOWED_METHODS, CorsMiddleware
 from irisserve.ops.lifecycle import DrainMiddleware, is_draining
@@ -82,7 +82,7 @@ def _load(settings: Settings) -> ModelRegistry:
         if registry.default_name not in registry.snapshot.serving:
             raise ModelNotReadyError(f"The model could not be loaded: {'; '.join(problems)}")
         record = registry.default()
-        mark("ready")
+        mark_ready()
         logger.info(
             "Model %s %s loaded (%s) in %.3fs, warm-up %.4fs",
             record.name, record.version, settings.function_load, record.predictor.load_seconds, record.predictor.warmup_seconds,

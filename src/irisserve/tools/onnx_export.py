@@ -18,7 +18,7 @@ from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringT
 from sklearn.pipeline import Pipeline
 
 from irisserve.core.artifact import INT64_MAX
-from irisserve.core.predictor import decide
+from irisserve.core.predictor import decide_rows
 from irisserve.tools.converters import MISSING_MARKER, for_conversion, hist_gradient_boosting_fixed, parts
 
 ONNX_INPUT = "input"
@@ -36,8 +36,6 @@ INPUT_TENSORS = {"string": StringTensorType, "int64": Int64TensorType, "float": 
 # scale, max(1, largest |prediction| on the data rows): about 84 float32 ulps. Measured worst cases
 # (diabetes, synthetic data; GradientBoosting, RandomForest, linear, SVR, MLP) stay below 1e-6.
 REGRESSION_RELATIVE_TOLERANCE = 1e-5
-# decide() rounds to 6 decimals, so it can only differ from argmax when the top two are this close.
-NEAR_TIE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -206,20 +204,8 @@ def check_points(
 
 
 def decided_labels(probabilities: np.ndarray) -> np.ndarray:
-    """The server's label for each row (``decide``), computed with NumPy wherever it cannot differ from argmax.
-
-    Rounding is monotonic, so it can change argmax's answer only by turning a near-tie into a tie; rows
-    whose top two normalised probabilities are more than NEAR_TIE apart keep argmax, the rest go
-    through ``decide`` itself."""
-    rows = probabilities.astype(np.float64)
-    normalised = rows / rows.sum(axis=1, keepdims=True)
-    labels = normalised.argmax(axis=1)
-    if normalised.shape[1] < 2:
-        return labels
-    top_two = np.sort(normalised, axis=1)[:, -2:]
-    for row in np.flatnonzero(~(top_two[:, 1] - top_two[:, 0] > NEAR_TIE)):
-        labels[row] = decide(probabilities[row].tolist())[1]
-    return labels
+    """The server's label for each row: ``decide_rows``, the code that answers a batch."""
+    return np.asarray(decide_rows(probabilities)[1], dtype=np.int64)
 
 
 def _largest_difference(first: np.ndarray, second: np.ndarray) -> float:

@@ -34,7 +34,7 @@ from irisserve.core.schemas import (
 )
 from irisserve.core.settings import Settings, get_settings
 from irisserve.core.spec import ModelSpec
-from irisserve.core.startup import mark
+from irisserve.core.startup import mark, mark_ready
 from irisserve.ops.asgi import error_body, error_reply, protocol_of
 from irisserve.ops.cors import CorsMiddleware
 from irisserve.ops.lifecycle import DrainMiddleware, drain_on_signals
@@ -281,7 +281,7 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
         )
         if registry.root is not None and not settings.api_key:
             logger.warning("The repository API (/v2/repository/...: load, unload) is open to every client: set IRISSERVE_API_KEY")
-        mark("ready")
+        mark_ready()
         restore_signals = drain_on_signals()
         restore_hup = rescan_on_sighup(sync)
         following = asyncio.create_task(sync.follow()) if settings.state_dir is not None else None
