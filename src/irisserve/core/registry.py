@@ -420,6 +420,7 @@ def registry_from_settings(settings: Settings, build: Build | None = None, *, dr
     """The served models the settings name: IRISSERVE_MODEL_REPOSITORY's every artifact, else IRISSERVE_MODEL_DIR's one."""
     if settings.model_repository is not None:
         return ModelRegistry(
-            root=settings.model_repository, default=settings.default_model, backend=settings.backend, build=build, dropped=dropped
+            root=settings.model_repository, default=settings.default_model, backend=settings.backend, build=build, dropped=dropped,
+            predictor=predictor,
         )
     return ModelRegistry(artifact=settings.model_dir, backend=settings.backend, build=build, dropped=dropped, predictor=predictor)

@@ -92,7 +92,7 @@ class DrainingUvicornWorker(UvicornWorker):  # type: ignore[misc]
     on SIGTERM, the 431 and the head deadline, the finish time for requests in flight; no access log (the app
     writes one line per request)."""
 
-    CONFIG_KWARGS = {"loop": "auto", "http": BoundedHttpToolsProtocol, "access_log": False}
+    CONFIG_KWARGS = {"loop": "auto", "http": BoundedHttpToolsProtocol, "access_log": False, "ws": "none"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         global _tuned_worker
