@@ -26,6 +26,10 @@ if (HERE / "irisserve" / "__init__.py").is_file():
 if (HERE / "model" / "manifest.json").is_file():
     os.environ.setdefault("IRISSERVE_MODEL_DIR", str(HERE / "model"))
 
+from irisserve.core.startup import pause_collection, resume_collection  # noqa: E402
+
+pause_collection()  # until the end of this file (import mode: until the model is loaded)
+
 # sys.path and the model dir must be set before these imports. install() comes before the handler's import, so
 # its logging is in place when import mode loads the model; it tunes the gunicorn functions-framework starts next
 # (drain on SIGTERM, header limit and deadline: docs/function.md, "Shutdown, slow clients and logs").
@@ -38,6 +42,7 @@ from irisserve.function.handler import create_function_app, load_model  # noqa: 
 __all__ = ["load_model", "predict"]
 
 function_app = create_function_app()
+resume_collection()  # in gunicorn's arbiter, before it forks the worker
 
 
 @functions_framework.aio.http

@@ -79,6 +79,9 @@ def _package_summary(manifest: dict[str, Any], out: Path, seconds: float) -> str
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from irisserve.core.startup import pause_collection, resume_collection
+
+    pause_collection()  # until the app is ready to serve (its lifespan), or the supervisor has checked the model
     import uvicorn
 
     from irisserve.core.settings import ENV_PREFIX, get_settings
@@ -110,6 +113,8 @@ def _serve(args: argparse.Namespace) -> int:
     if one_worker:
         from irisserve.web.app import create_app  # first: the start-up marks follow the phases' order
     predictor = check_default_model(settings, keep=one_worker)
+    if not one_worker:
+        resume_collection()  # this process supervises; each worker starts (and ends its start-up) on its own
     exit_cleanly_on_signals()
     configure_logging(settings)  # the supervisor's own lines (several workers) in the same format as the app's
     config = uvicorn.Config(
