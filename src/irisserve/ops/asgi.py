@@ -29,7 +29,6 @@ from irisserve.core.errors import (
 from irisserve.core.pipeline import DISCARD_MAX_BYTES, Answer
 from irisserve.ops.lifecycle import CONNECTION_CLOSE
 from irisserve.v2 import is_v2_path
-from irisserve.v2.codec import describe_errors
 
 logger = logging.getLogger("irisserve")
 
@@ -88,6 +87,8 @@ def error_reply(scope: Scope, exc: IrisServeError) -> tuple[int, bytes]:
     if protocol_of(scope) == "seed":
         return error_answer(exc)
     if isinstance(exc, RequestValidationFailed):
+        from irisserve.v2.codec import describe_errors  # the function never serves V2: it never imports its codec
+
         return 400, error_body("v2", describe_errors(exc.detail))
     return exc.status_code, error_body("v2", str(exc))
 
