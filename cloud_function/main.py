@@ -33,7 +33,7 @@ pause_collection()  # until the end of this file (import mode: until the model i
 # sys.path and the model dir must be set before these imports. install() comes before the handler's import, so
 # its logging is in place when import mode loads the model; it tunes the gunicorn functions-framework starts next
 # (drain on SIGTERM, header limit and deadline: docs/function.md, "Shutdown, slow clients and logs").
-from irisserve.function.server import install  # noqa: E402
+from irisserve.function.server import answered_by, install  # noqa: E402
 
 install()
 
@@ -46,6 +46,7 @@ resume_collection()  # in gunicorn's arbiter, before it forks the worker
 
 
 @functions_framework.aio.http
+@answered_by(function_app)  # so the server may hand each request to function_app without the framework's wrapper
 async def predict(request: Request) -> object:
     """POST a row (or ``{"instances": [...]}``) to predict; GET for health and the model.
 

@@ -351,3 +351,34 @@ def test_import_mode_with_a_broken_artifact_refuses_to_start(tmp_path: Path) -> 
     result = subprocess.run(function_command(free_port()), env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "manifest.json is missing" in result.stderr
+
+
+def test_the_server_hands_requests_straight_to_the_function_app(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`TunedApplication` serves functions-framework's app through ``direct_requests``: main.py's function is marked
+    ``answered_by`` its ASGI app, so each request goes to that app without the framework's per-request wrapper, with
+    the same answers, the framework's own 404s and 405s included; with LOG_EXECUTION_ID on, the framework's app as is."""
+    from irisserve.function.server import DirectRequests, direct_requests
+
+    requests: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", "/", {"json": SEED_EXAMPLE}),
+        ("POST", "/any/path", {"json": {"instances": [SEED_EXAMPLE, VIRGINICA]}}),
+        ("POST", "/", {"json": INVALID_SINGLE}),
+        ("POST", "/", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
+        ("PUT", "/", {}),
+        ("GET", "/robots.txt", {}),
+        ("HEAD", "/favicon.ico", {}),
+        ("POST", "/robots.txt", {"json": SEED_EXAMPLE}),
+        ("TRACE", "/", {}),
+        ("OPTIONS", "/", {"headers": {"origin": ALLOWED_ORIGIN, "access-control-request-method": "POST"}}),
+    ]
+    with function_app(function_env(model_dir)) as framework:
+        direct_app = direct_requests(framework.app)
+        assert isinstance(direct_app, DirectRequests)
+        with TestClient(direct_app, base_url="http://function.test") as direct:
+            for method, path, options in requests:
+                expected, got = framework.request(method, path, **options), direct.request(method, path, **options)
+                assert (got.status_code, got.headers.get("content-type"), got.content) == (
+                    expected.status_code, expected.headers.get("content-type"), expected.content
+                ), (method, path)
+        monkeypatch.setenv("LOG_EXECUTION_ID", "true")
+        assert direct_requests(framework.app) is framework.app
