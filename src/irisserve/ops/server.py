@@ -71,7 +71,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._tail = b""
         self._cancel_head_deadline()
-        self._head_deadline = self.loop.call_later(self._head_seconds, self._head_too_slow)
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
@@ -109,6 +108,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse_headers()
                 return
         super().data_received(data)
+        # Armed only for a head that this chunk left incomplete (the parser has just begun or continued it): a head
+        # that arrives whole, the usual case, costs no timer.
+        if self._in_headers and self._head_deadline is None and self._linger_budget is None and not self.transport.is_closing():
+            self._head_deadline = self.loop.call_later(self._head_seconds, self._head_too_slow)
 
     def _refuse_headers(self) -> None:
         body = encode_json(
