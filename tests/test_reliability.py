@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from irisserve.core.settings import Settings
 from irisserve.web.app import create_app
-from support import SEED_EXAMPLE, RunningServer, free_port, function_env, run_server, stop
+from support import SEED_EXAMPLE, RunningServer, free_port, function_command, function_env, run_server, stop
 from test_function import function_app
 
 IRISSERVE = str(Path(sys.executable).parent / "irisserve")
@@ -279,6 +279,26 @@ def test_headers_over_the_limit_get_431_and_memory_stays_bounded(model_dir: Path
             connection.request("POST", "/predict/batch", body=batch, headers={"Content-Type": "application/json"})
             assert connection.getresponse().status == 200
             connection.close()
+
+
+@pytest.mark.parametrize("door", ["web", "function"])
+def test_a_later_request_on_a_kept_alive_connection_meets_the_header_limit_too(model_dir: Path, tmp_path: Path, door: str) -> None:
+    """The second request's head, arriving whole in one packet after a first request was answered on the same
+    connection, is counted from its first byte: 431, as on a fresh connection (both doors run the same protocol)."""
+    port = free_port()
+    env = {"PORT": str(port), "IRISSERVE_MODEL_DIR": str(model_dir), "IRISSERVE_HOST": "127.0.0.1", "IRISSERVE_MAX_HEADER_BYTES": "4096"}
+    command = serve_command() if door == "web" else function_command(port)
+    with run_server(command, port=port, log_path=tmp_path / "serve.log", env=env), \
+            socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = http.client.HTTPResponse(sock)
+        first.begin()
+        first.read()
+        assert first.status == 200
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nUser-Agent: " + b"a" * 20_000 + b"\r\n\r\n")
+        second = http.client.HTTPResponse(sock)
+        second.begin()
+        assert second.status == 431, second.read()
 
 
 class LoadResult:

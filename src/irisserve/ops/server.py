@@ -61,21 +61,27 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_seconds = settings.read_timeout_seconds
         self._head_deadline: asyncio.TimerHandle | None = None
         self._header_bytes = 0
-        self._in_headers = True
+        self._in_headers = True  # the bytes arriving now are a request's head: counted against the limit
+        self._head_begun = False  # the parser has begun a head and not finished it: the deadline runs
         self._tail = b""
         self._linger_budget: DiscardBudget | None = None
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._head_begun = True
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = self._head_begun = False
+        self._cancel_head_deadline()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # What arrives next on this connection is the next request's head, counted from its first byte (reset at
+        # the message's begin instead, a head that arrived whole in one chunk would never be counted).
         self._in_headers = True
         self._header_bytes = 0
         self._tail = b""
-        self._cancel_head_deadline()
-
-    def on_headers_complete(self) -> None:
-        self._in_headers = False
-        self._cancel_head_deadline()
-        super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_deadline()
@@ -88,7 +94,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_too_slow(self) -> None:
         self._head_deadline = None
-        if self._in_headers and not self.transport.is_closing():
+        if self._head_begun and not self.transport.is_closing():
             client = self.client[0] if self.client else "a client"
             logger.warning(HEAD_TOO_SLOW, client, self._head_seconds)
             self.transport.close()
@@ -110,7 +116,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)
         # Armed only for a head that this chunk left incomplete (the parser has just begun or continued it): a head
         # that arrives whole, the usual case, costs no timer.
-        if self._in_headers and self._head_deadline is None and self._linger_budget is None and not self.transport.is_closing():
+        if self._head_begun and self._head_deadline is None and self._linger_budget is None and not self.transport.is_closing():
             self._head_deadline = self.loop.call_later(self._head_seconds, self._head_too_slow)
 
     def _refuse_headers(self) -> None:
