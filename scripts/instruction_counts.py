@@ -23,18 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from prefix_cost import scope_for
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCES = ROOT / "bench" / "irisserve_bench" / "references"
 FUNCTION_SOURCE = ROOT / "cloud_function" / "main.py"
-
-
-def scope(path: str) -> dict[str, Any]:
-    return {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-        "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "state": {},
-        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000),
-    }
 
 
 async def post(app: Any, path: str, body: bytes, count: int) -> None:
@@ -48,7 +41,7 @@ async def post(app: Any, path: str, body: bytes, count: int) -> None:
             statuses.append(message["status"])
 
     for _ in range(count):
-        await app(scope(path), receive, send)
+        await app(scope_for(path), receive, send)
     assert set(statuses) <= {200}, set(statuses)
 
 

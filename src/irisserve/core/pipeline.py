@@ -29,7 +29,7 @@ from irisserve.core.errors import (
     UnsupportedMediaTypeError,
     encode_json,
 )
-from irisserve.core.predictor import NO_TEXTS, ClassPredictions, Predictions, Predictor, Texts
+from irisserve.core.predictor import NO_TEXTS, VECTORISE_FROM_ROWS, ClassPredictions, Predictions, Predictor, Texts
 from irisserve.core.spec import ModelSpec
 
 # A 1 MiB body of {"0":0,"1":0,...} breaks the schema 80,000 times; listing every error took 7 s of CPU
@@ -37,8 +37,6 @@ from irisserve.core.spec import ModelSpec
 MAX_ERRORS_SHOWN = 20
 MAX_INPUT_ITEMS_ECHOED = 20
 MAX_INPUT_CHARS_ECHOED = 200
-# From this many rows NumPy checks the training ranges faster than a Python loop does.
-VECTORISE_FROM_ROWS = 16
 # A refused (413) body is still read and dropped, up to this much, so its client reads the 413 rather than a
 # reset; past it the connection is simply closed.
 DISCARD_MAX_BYTES = 16 * 1024 * 1024

@@ -36,7 +36,8 @@ BACKENDS: tuple[Backend, ...] = ("onnx", "sklearn")
 # The one file each backend opens: it must be listed in manifest.files with its hash (else the artifact is refused).
 BACKEND_FILES: dict[Backend, str] = {"onnx": ONNX_NAME, "sklearn": PICKLE_NAME}
 PROBABILITY_DECIMALS = 6
-DECIDE_ROWS_FROM = 16  # rows: from here NumPy's fixed cost per call is worth paying
+# From this many rows NumPy's fixed cost per call is worth paying (deciding classes here, range checks in the pipeline).
+VECTORISE_FROM_ROWS = 16
 
 logger = logging.getLogger("irisserve")
 
@@ -324,7 +325,7 @@ class Predictor:
             bad = finite.reshape(len(matrix), -1).all(axis=1)
             raise ModelOutputError(np.flatnonzero(~bad).tolist())
         if self.spec.is_classifier:
-            if len(output) >= DECIDE_ROWS_FROM:
+            if len(output) >= VECTORISE_FROM_ROWS:
                 probabilities, class_ids = decide_rows(output)
                 return ClassPredictions(class_ids, probabilities)
             decided = [decide(row) for row in output.tolist()]
